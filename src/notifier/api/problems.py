@@ -1,0 +1,139 @@
+"""The one place that turns errors into application/problem+json answers."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import (
+    HTTP_400_BAD_REQUEST,
+    HTTP_404_NOT_FOUND,
+    HTTP_409_CONFLICT,
+    HTTP_422_UNPROCESSABLE_ENTITY,
+    HTTP_500_INTERNAL_SERVER_ERROR,
+)
+
+from notifier.api.schemas import DeliverySummary
+from notifier.domain.errors import (
+    Conflict,
+    FieldError,
+    IdempotencyMismatch,
+    NotFound,
+    NotifierError,
+    ValidationFailed,
+)
+from notifier.domain.models import Delivery
+
+log = structlog.get_logger("notifier.api")
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_PREFIX = "urn:notifier:problem:"
+
+
+class MalformedBody(NotifierError):
+    """Raised when a request body is not JSON at all."""
+
+
+def problem(
+    status: int, slug: str, title: str, detail: str, **extra: Any
+) -> Response[dict[str, Any]]:
+    """Return one RFC 9457 problem answer."""
+    body = {"type": TYPE_PREFIX + slug, "title": title, "status": status, "detail": detail}
+    body.update(extra)
+    return Response(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def _field_errors(errors: list[FieldError]) -> list[dict[str, str]]:
+    return [{"field": e.field, "reason": e.reason} for e in errors]
+
+
+def on_notifier_error(_: Request[Any, Any, Any], exc: NotifierError) -> Response[Any]:
+    """Map a domain error to its problem answer."""
+    if isinstance(exc, ValidationFailed):
+        return problem(
+            HTTP_422_UNPROCESSABLE_ENTITY,
+            "validation-error",
+            "The request is not valid",
+            f"{len(exc.errors)} field(s) failed validation: {exc}",
+            errors=_field_errors(exc.errors),
+        )
+    if isinstance(exc, NotFound):
+        return problem(HTTP_404_NOT_FOUND, "not-found", f"No such {exc.kind}", str(exc))
+    if isinstance(exc, Conflict):
+        extra: dict[str, Any] = {}
+        if isinstance(exc.current, Delivery):
+            extra["delivery"] = msgspec.to_builtins(DeliverySummary.of(exc.current))
+        return problem(
+            HTTP_409_CONFLICT, "conflict", "The delivery is in the wrong state", str(exc),
+            **extra,
+        )
+    if isinstance(exc, IdempotencyMismatch):
+        return problem(
+            HTTP_422_UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            "The Idempotency-Key was used for another request",
+            str(exc),
+        )
+    if isinstance(exc, MalformedBody):
+        return problem(HTTP_400_BAD_REQUEST, "malformed-body", "The body is not JSON", str(exc))
+    return on_unexpected(_, exc)
+
+
+def on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """Map Litestar's own errors (unknown route, bad query parameter...) to problems."""
+    if isinstance(exc, ValidationException):
+        errors = [
+            {"field": str(e.get("key", "?")), "reason": str(e.get("message", ""))}
+            for e in (exc.extra if isinstance(exc.extra, list) else [])
+            if isinstance(e, dict)
+        ]
+        return problem(
+            HTTP_422_UNPROCESSABLE_ENTITY,
+            "validation-error",
+            "The request is not valid",
+            exc.detail,
+            errors=errors,
+        )
+    slug = re.sub(r"[^a-z0-9]+", "-", exc.detail.lower()).strip("-") or "http-error"
+    headers = exc.headers or {}
+    response = problem(exc.status_code, slug, exc.detail, exc.detail)
+    response.headers.update(headers)
+    return response
+
+
+def on_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Log an unexpected error and answer 500 without a trace."""
+    log.exception("request_crashed", error=type(exc).__name__)
+    return problem(
+        HTTP_500_INTERNAL_SERVER_ERROR,
+        "internal-error",
+        "Internal error",
+        "The server failed to handle the request; it has been logged.",
+    )
+
+
+_WHERE = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_FIELD = re.compile(r"field `(?P<name>[^`]+)`")
+
+
+def from_msgspec(exc: msgspec.ValidationError) -> ValidationFailed:
+    """Translate msgspec's message ("Expected `str`, got `int` - at `$.text`")."""
+    message = str(exc)
+    match = _WHERE.search(message)
+    path = match["path"].lstrip(".") if match else ""
+    reason = message[: match.start()] if match else message
+    named = _FIELD.search(reason)
+    if named:
+        path = f"{path}.{named['name']}" if path else named["name"]
+    return ValidationFailed([FieldError(path or "body", reason)])
+
+
+EXCEPTION_HANDLERS = {
+    NotifierError: on_notifier_error,
+    HTTPException: on_http_error,
+    Exception: on_unexpected,
+}

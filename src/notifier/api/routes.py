@@ -1,0 +1,211 @@
+"""Route handlers of API version 1."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, Router, get, post, put
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.params import Parameter
+from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
+
+from notifier.api.problems import MalformedBody, from_msgspec
+from notifier.api.schemas import (
+    DeliveryDetail,
+    DeliveryOut,
+    DeliveryPage,
+    DeliverySummary,
+    EmulatorPatch,
+    InboxItemOut,
+    InboxPage,
+    MessageAccepted,
+    MessageOut,
+    MessengerName,
+    SendMessage,
+    StatusName,
+    to_datetime,
+)
+from notifier.domain.errors import FieldError, ValidationFailed
+from notifier.domain.models import DeliveryStatus, Messenger
+from notifier.domain.recipients import InvalidRecipient, normalise
+from notifier.domain.validation import build_message
+from notifier.messengers.emulator import EmulatorSettings
+from notifier.services import Services
+from notifier.storage.base import IdempotencyClaim
+
+_SEND_DECODER = msgspec.json.Decoder(SendMessage)
+_PATCH_DECODER = msgspec.json.Decoder(EmulatorPatch)
+_IDEMPOTENCY_KEY_MAX = 255
+
+Limit = Annotated[int, Parameter(ge=1, le=500, description="Page size.")]
+
+
+def _services(state: State) -> Services:
+    services: Services = state.services
+    return services
+
+
+def _decode(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise from_msgspec(exc) from exc
+    except msgspec.DecodeError as exc:
+        raise MalformedBody(f"The request body is not valid JSON: {exc}.") from exc
+
+
+def _idempotency(key: str | None, request: SendMessage) -> IdempotencyClaim | None:
+    if key is None:
+        return None
+    if not 1 <= len(key) <= _IDEMPOTENCY_KEY_MAX or not key.isprintable():
+        raise ValidationFailed(
+            [FieldError("Idempotency-Key", f"must be 1 to 255 printable characters, got {key!r}")]
+        )
+    # Hash the decoded request, so that whitespace or key order do not matter.
+    digest = hashlib.sha256(msgspec.json.encode(request)).digest()
+    return IdempotencyClaim(key, digest)
+
+
+@post("/messages", status_code=HTTP_202_ACCEPTED, summary="Send a message")
+async def send_message(
+    request: Request[Any, Any, Any],
+    services: Services,
+    idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key")] = None,
+) -> MessageAccepted:
+    """Accept one text for many recipients, now or at ``send_at``."""
+    body: SendMessage = _decode(_SEND_DECODER, await request.body())
+    claim = _idempotency(idempotency_key, body)
+    api = services.config.api
+    message = build_message(
+        body.text,
+        [(r.messenger, r.id) for r in body.recipients],
+        body.send_at,
+        now_ms=services.now_ms(),
+        max_ahead_ms=int(api.max_schedule_ahead_days * 86_400_000),
+        max_recipients=api.max_recipients,
+    )
+
+    accepted = await services.outbox.accept(message, claim)
+    if not accepted.replayed:
+        services.dispatcher.notify()
+
+    return MessageAccepted(accepted.message_id, [DeliveryOut.of(d) for d in accepted.deliveries])
+
+
+@get("/messages/{message_id:str}", summary="Get a message and its deliveries")
+async def get_message(message_id: str, services: Services) -> MessageOut:
+    """Return the message and the current status of each of its deliveries."""
+    stored = await services.outbox.get_message(message_id)
+    return MessageOut(
+        stored.id,
+        stored.text,
+        to_datetime(stored.created_at_ms),
+        [DeliveryOut.of(d) for d in stored.deliveries],
+    )
+
+
+@get("/deliveries/{delivery_id:str}", summary="Get a delivery with its attempts")
+async def get_delivery(delivery_id: str, services: Services) -> DeliveryDetail:
+    """Return one delivery with its attempt history."""
+    delivery = await services.outbox.get_delivery(delivery_id)
+    attempts = await services.outbox.list_attempts(delivery_id)
+    return DeliveryDetail.with_attempts(delivery, attempts)
+
+
+@get("/deliveries", summary="List deliveries, newest first")
+async def list_deliveries(
+    services: Services,
+    status: StatusName | None = None,
+    messenger: MessengerName | None = None,
+    limit: Limit = 50,
+    cursor: str | None = None,
+) -> DeliveryPage:
+    """Return a page of deliveries, filtered by status and messenger."""
+    rows = await services.outbox.list_deliveries(
+        status=DeliveryStatus(status) if status else None,
+        messenger=Messenger(messenger) if messenger else None,
+        limit=limit + 1,
+        before_id=cursor,
+    )
+    items = [DeliverySummary.of(d) for d in rows[:limit]]
+    next_cursor = items[-1].id if len(rows) > limit else None
+    return DeliveryPage(items, next_cursor)
+
+
+@post("/deliveries/{delivery_id:str}/cancel", status_code=HTTP_200_OK, summary="Cancel")
+async def cancel_delivery(delivery_id: str, services: Services) -> DeliverySummary:
+    """Cancel a delivery that is still pending; 409 once it is sending or final."""
+    delivery = await services.outbox.cancel(delivery_id, services.now_ms())
+    return DeliverySummary.of(delivery)
+
+
+@post("/deliveries/{delivery_id:str}/retry", status_code=HTTP_200_OK, summary="Retry")
+async def retry_delivery(delivery_id: str, services: Services) -> DeliverySummary:
+    """Queue a failed delivery again with a fresh attempt budget; 409 otherwise."""
+    delivery = await services.outbox.retry(delivery_id, services.now_ms())
+    services.dispatcher.notify()
+    return DeliverySummary.of(delivery)
+
+
+@get("/emulator/{messenger:str}/inbox", summary="Read an emulated messenger's inbox")
+async def read_inbox(
+    messenger: MessengerName,
+    services: Services,
+    recipient: str | None = None,
+    limit: Limit = 50,
+    cursor: Annotated[int, Parameter(ge=0)] = 0,
+) -> InboxPage:
+    """Return what the emulated messenger received, oldest first."""
+    kind = Messenger(messenger)
+    wanted = None
+    if recipient is not None:
+        try:
+            wanted = normalise(kind, recipient).id
+        except InvalidRecipient as exc:
+            raise ValidationFailed([FieldError("recipient", str(exc))]) from exc
+    items = await services.inbox.list(kind, recipient=wanted, limit=limit + 1, after_seq=cursor)
+    page = items[:limit]
+    next_cursor = str(page[-1].seq) if len(items) > limit else None
+    return InboxPage([InboxItemOut.of(i) for i in page], next_cursor)
+
+
+@get("/emulator/{messenger:str}", summary="Read an emulator's settings")
+async def get_emulator(messenger: MessengerName, services: Services) -> EmulatorSettings:
+    """Return the emulated messenger's current latency and failure rates."""
+    return services.emulators[Messenger(messenger)].settings
+
+
+@put("/emulator/{messenger:str}", summary="Change an emulator's settings")
+async def put_emulator(
+    messenger: MessengerName, request: Request[Any, Any, Any], services: Services
+) -> EmulatorSettings:
+    """Change any subset of the settings until the next restart."""
+    patch: EmulatorPatch = _decode(_PATCH_DECODER, await request.body())
+    emulator = services.emulators[Messenger(messenger)]
+    merged = msgspec.structs.asdict(emulator.settings) | msgspec.structs.asdict(patch)
+    merged = {k: v for k, v in merged.items() if v is not msgspec.UNSET}
+    try:
+        emulator.settings = msgspec.convert(merged, EmulatorSettings)
+    except msgspec.ValidationError as exc:
+        raise from_msgspec(exc) from exc
+    return emulator.settings
+
+
+v1 = Router(
+    path="/v1",
+    route_handlers=[
+        send_message,
+        get_message,
+        get_delivery,
+        list_deliveries,
+        cancel_delivery,
+        retry_delivery,
+        read_inbox,
+        get_emulator,
+        put_emulator,
+    ],
+    dependencies={"services": Provide(_services, sync_to_thread=False)},
+)

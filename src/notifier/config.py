@@ -1,0 +1,180 @@
+"""Settings: notifier.toml, then NOTIFIER_<SECTION>_<KEY> environment overrides."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from notifier.domain.errors import ConfigError
+from notifier.messengers.emulator import EmulatorSettings
+
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+
+ENV_PREFIX = "NOTIFIER_"
+CONFIG_ENV = "NOTIFIER_CONFIG"
+DEFAULT_PATH = Path("notifier.toml")
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Base of every config section: unknown keys are an error, not ignored."""
+
+
+class ServerConfig(_Section):
+    """Where the HTTP API listens."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8000
+
+
+class DatabaseConfig(_Section):
+    """The outbox database file and how hard it syncs to disk."""
+
+    path: str = "notifier.db"
+    synchronous: Literal["full", "normal"] = "full"
+
+
+class ApiConfig(_Section):
+    """Limits on what one request may ask."""
+
+    max_recipients: PositiveInt = 1000
+    max_schedule_ahead_days: Positive = 365.0
+
+
+class DispatcherConfig(_Section):
+    """How the background loop claims, sends and retries."""
+
+    poll_interval_s: Positive = 1.0
+    batch_size: PositiveInt = 100
+    lease_s: Annotated[float, msgspec.Meta(ge=1)] = 30.0
+    max_attempts: PositiveInt = 5
+    backoff_base_s: Positive = 1.0
+    backoff_max_s: Positive = 300.0
+    concurrency: PositiveInt = 64
+    shutdown_grace_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
+
+
+class EmulatorConfig(_Section):
+    """The emulated messengers: where their inbox lives and how each behaves."""
+
+    inbox_path: str = "notifier-inbox.db"
+    telegram: EmulatorSettings = EmulatorSettings()
+    whatsapp: EmulatorSettings = EmulatorSettings()
+    viber: EmulatorSettings = EmulatorSettings()
+
+
+class LoggingConfig(_Section):
+    """Log level and format; "auto" is JSON unless stderr is a terminal."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Config(_Section):
+    """The whole resolved configuration."""
+
+    server: ServerConfig = ServerConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    api: ApiConfig = ApiConfig()
+    dispatcher: DispatcherConfig = DispatcherConfig()
+    emulator: EmulatorConfig = EmulatorConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+
+def env_names(struct: type[msgspec.Struct] = Config) -> dict[str, tuple[str, ...]]:
+    """Map every NOTIFIER_* variable name to the config key path it overrides."""
+    return {
+        ENV_PREFIX + "_".join(path).upper(): path for path in _leaf_paths(struct, ())
+    }
+
+
+def _leaf_paths(struct: type[msgspec.Struct], prefix: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
+    for field in msgspec.structs.fields(struct):
+        path = (*prefix, field.name)
+        if isinstance(field.type, type) and issubclass(field.type, msgspec.Struct):
+            yield from _leaf_paths(field.type, path)
+        else:
+            yield path
+
+
+def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read the config file (if any) and the environment, and validate the result.
+
+    Without ``path``, NOTIFIER_CONFIG names the file, else ./notifier.toml is
+    read when it exists. Raises ConfigError naming the key and the reason.
+    """
+    environ = os.environ if environ is None else environ
+    data, sources = _read_file(path, environ)
+    _apply_env(data, sources, environ)
+    try:
+        config = msgspec.convert(data, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_explain(str(exc), sources)) from exc
+    _check(config)
+    return config
+
+
+def _read_file(
+    path: str | os.PathLike[str] | None, environ: Mapping[str, str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    if path is None and CONFIG_ENV in environ:
+        path = environ[CONFIG_ENV]
+    if path is None:
+        if not DEFAULT_PATH.exists():
+            return {}, {}
+        path = DEFAULT_PATH
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f), {"": str(path)}
+    except FileNotFoundError as exc:
+        raise ConfigError(f"The config file {str(path)!r} does not exist.") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"The config file {str(path)!r} is not valid TOML: {exc}.") from exc
+
+
+def _apply_env(data: dict[str, Any], sources: dict[str, str], environ: Mapping[str, str]) -> None:
+    names = env_names()
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+            continue
+        if name not in names:
+            raise ConfigError(
+                f"The environment variable {name} names no config key; "
+                f"known names look like {ENV_PREFIX}SERVER_PORT."
+            )
+        path = names[name]
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"The config key {'.'.join(path[:-1])} must be a table.")
+        node[path[-1]] = value
+        sources[".".join(path)] = f"{name}={value!r}"
+
+
+_AT = re.compile(r"^(?P<reason>.*?)(?: - at `\$\.?(?P<where>[^`]*)`)?$", re.DOTALL)
+
+
+def _explain(message: str, sources: Mapping[str, str]) -> str:
+    match = _AT.match(message)
+    assert match is not None  # the pattern matches any string
+    where = match["where"] or ""
+    reason = match["reason"]
+    key = where or "the top level"
+    origin = sources.get(where) or sources.get("") or "the defaults"
+    return f"Invalid config key {key} (from {origin}): {reason}."
+
+
+def _check(config: Config) -> None:
+    d = config.dispatcher
+    if d.backoff_base_s > d.backoff_max_s:
+        raise ConfigError(
+            "Invalid config key dispatcher.backoff_base_s: must not exceed "
+            f"dispatcher.backoff_max_s ({d.backoff_max_s:g}), got {d.backoff_base_s:g}."
+        )

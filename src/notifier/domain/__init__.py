@@ -1,0 +1,1 @@
+"""Pure rules of notifier: models, validation, dedupe keys and retry policy."""

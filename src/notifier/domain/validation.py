@@ -1,0 +1,127 @@
+"""Turn a decoded send request into a NewMessage, or list every rule it breaks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from notifier.domain.errors import FieldError, ValidationFailed
+from notifier.domain.ids import new_id
+from notifier.domain.models import Messenger, NewMessage, Recipient
+from notifier.domain.recipients import TEXT_LIMITS, InvalidRecipient, normalise
+
+
+def build_message(
+    text: str,
+    recipients: Sequence[tuple[str, str]],
+    send_at: datetime | None,
+    *,
+    now_ms: int,
+    max_ahead_ms: int,
+    max_recipients: int,
+) -> NewMessage:
+    """Validate a request and return the message to store.
+
+    ``recipients`` are (messenger, id) pairs as the client sent them. Repeats of
+    one recipient, after normalisation, collapse into one.
+    """
+    errors = _text_errors(text)
+    unique = _normalise_all(recipients, max_recipients, errors)
+    errors += _length_errors(text, unique)
+    send_at_ms = _send_at_ms(send_at, now_ms, max_ahead_ms, errors)
+    if errors:
+        raise ValidationFailed(errors)
+    return NewMessage(
+        id=new_id(now_ms),
+        text=text,
+        recipients=tuple(unique),
+        send_at_ms=send_at_ms,
+        created_at_ms=now_ms,
+    )
+
+
+def _text_errors(text: str) -> list[FieldError]:
+    if not text.strip():
+        return [FieldError("text", "must contain at least one visible character")]
+    if "\x00" in text:
+        return [FieldError("text", "must not contain NUL characters")]
+    if any("\ud800" <= ch <= "\udfff" for ch in text):
+        return [FieldError("text", "must not contain lone UTF-16 surrogates")]
+    return []
+
+
+def _normalise_all(
+    recipients: Sequence[tuple[str, str]],
+    max_recipients: int,
+    errors: list[FieldError],
+) -> list[Recipient]:
+    if not recipients:
+        errors.append(FieldError("recipients", "must list at least one recipient"))
+        return []
+    if len(recipients) > max_recipients:
+        errors.append(
+            FieldError(
+                "recipients",
+                f"must list at most {max_recipients} recipients, got {len(recipients)}",
+            )
+        )
+        return []
+    unique: dict[Recipient, None] = {}
+    for i, (messenger, raw) in enumerate(recipients):
+        try:
+            unique[normalise(Messenger(messenger), raw)] = None
+        except ValueError as exc:
+            errors.append(FieldError(f"recipients[{i}]", _recipient_reason(exc)))
+    return list(unique)
+
+
+def _recipient_reason(exc: ValueError) -> str:
+    if isinstance(exc, InvalidRecipient):
+        return str(exc)
+    names = ", ".join(repr(m.value) for m in Messenger)
+    return f"expected messenger to be one of {names}"
+
+
+def _length_errors(text: str, recipients: list[Recipient]) -> list[FieldError]:
+    errors = []
+    for messenger in sorted({r.messenger for r in recipients}):
+        limit = TEXT_LIMITS[messenger]
+        if len(text) > limit:
+            errors.append(
+                FieldError(
+                    "text",
+                    f"is {len(text)} characters long; {messenger.value} "
+                    f"takes at most {limit}",
+                )
+            )
+    return errors
+
+
+def _send_at_ms(
+    send_at: datetime | None,
+    now_ms: int,
+    max_ahead_ms: int,
+    errors: list[FieldError],
+) -> int:
+    if send_at is None:
+        return now_ms
+    if send_at.tzinfo is None or send_at.utcoffset() is None:
+        errors.append(
+            FieldError(
+                "send_at",
+                "must carry a UTC offset, such as '2026-12-24T18:00:00+01:00' "
+                f"or '...Z', got the naive time {send_at.isoformat()!r}",
+            )
+        )
+        return now_ms
+    at_ms = round(send_at.timestamp() * 1000)
+    if at_ms - now_ms > max_ahead_ms:
+        days = max_ahead_ms / 86_400_000
+        errors.append(
+            FieldError(
+                "send_at",
+                f"must be at most {days:g} days ahead, got {send_at.isoformat()!r}",
+            )
+        )
+    # A time in the past means "now": the client asked for it already.
+    return max(at_ms, now_ms)

@@ -1,0 +1,1 @@
+"""Senders that hand a text to a messenger; here, emulated ones."""

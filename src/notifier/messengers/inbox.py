@@ -1,0 +1,104 @@
+"""The emulated messengers' durable inbox: what each recipient has received."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosqlite
+
+from notifier.domain.models import Messenger
+
+_CREATE_INBOX = """
+CREATE TABLE IF NOT EXISTS inbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    messenger TEXT NOT NULL,
+    delivery_id TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    text TEXT NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    UNIQUE (messenger, delivery_id)
+)"""
+
+_CREATE_RECIPIENT_INDEX = """
+CREATE INDEX IF NOT EXISTS inbox_recipient ON inbox (messenger, recipient, seq)"""
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    """One text as a recipient received it."""
+
+    seq: int
+    delivery_id: str
+    recipient: str
+    text: str
+    received_at_ms: int
+
+
+class Inbox:
+    """Received texts of all emulated messengers, one SQLite file of their own.
+
+    The file is kept apart from the outbox: it stands for the messengers' side,
+    which would not share a database with notifier.
+    """
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str]) -> Inbox:
+        """Open (creating if needed) the inbox database at ``path``."""
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path, isolation_level=None)
+        for statement in (
+            "PRAGMA journal_mode = WAL",
+            "PRAGMA synchronous = FULL",
+            "PRAGMA busy_timeout = 10000",
+            _CREATE_INBOX,
+            _CREATE_RECIPIENT_INDEX,
+        ):
+            await db.execute(statement)
+        return cls(db)
+
+    async def close(self) -> None:
+        """Close the connection."""
+        await self._db.close()
+
+    async def add(
+        self,
+        messenger: Messenger,
+        delivery_id: str,
+        recipient: str,
+        text: str,
+        now_ms: int,
+    ) -> bool:
+        """Store a received text once per delivery id; return False for a repeat."""
+        cursor = await self._db.execute(
+            "INSERT INTO inbox (messenger, delivery_id, recipient, text, received_at_ms)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (messenger.value, delivery_id, recipient, text, now_ms),
+        )
+        return cursor.rowcount == 1
+
+    async def list(
+        self,
+        messenger: Messenger,
+        *,
+        recipient: str | None,
+        limit: int,
+        after_seq: int,
+    ) -> list[InboxItem]:
+        """Return up to ``limit`` items oldest first, after the ``after_seq`` cursor."""
+        where = "messenger = ? AND seq > ?"
+        params: list[object] = [messenger.value, after_seq]
+        if recipient is not None:
+            where += " AND recipient = ?"
+            params.append(recipient)
+        rows = await self._db.execute_fetchall(
+            "SELECT seq, delivery_id, recipient, text, received_at_ms FROM inbox "
+            f"WHERE {where} ORDER BY seq LIMIT ?",
+            (*params, limit),
+        )
+        return [InboxItem(*row) for row in rows]

@@ -1,0 +1,1 @@
+"""Durable state: the outbox of messages, deliveries and attempts."""

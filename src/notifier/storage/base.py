@@ -1,0 +1,105 @@
+"""The narrow interface every outbox backend implements."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from notifier.domain.models import (
+    AcceptedDelivery,
+    Attempt,
+    Claim,
+    Delivery,
+    DeliveryStatus,
+    Messenger,
+    NewMessage,
+    Result,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyClaim:
+    """An Idempotency-Key and the hash of the request body sent with it."""
+
+    key: str
+    request_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The outcome of accepting a message; ``replayed`` marks an idempotent repeat."""
+
+    message_id: str
+    created_at_ms: int
+    deliveries: list[AcceptedDelivery]
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message as stored, with one entry per distinct recipient it named."""
+
+    id: str
+    text: str
+    created_at_ms: int
+    deliveries: list[AcceptedDelivery]
+
+
+class Outbox(Protocol):
+    """Stores messages and hands due deliveries to the dispatcher under leases."""
+
+    async def accept(
+        self, message: NewMessage, idempotency: IdempotencyClaim | None = None
+    ) -> Accepted:
+        """Store a message and one delivery per new recipient, all or nothing."""
+        ...
+
+    async def get_message(self, message_id: str) -> StoredMessage:
+        """Return a message and its deliveries, or raise NotFound."""
+        ...
+
+    async def get_delivery(self, delivery_id: str) -> Delivery:
+        """Return one delivery, or raise NotFound."""
+        ...
+
+    async def list_attempts(self, delivery_id: str) -> list[Attempt]:
+        """Return a delivery's attempts, oldest first."""
+        ...
+
+    async def list_deliveries(
+        self,
+        *,
+        status: DeliveryStatus | None,
+        messenger: Messenger | None,
+        limit: int,
+        before_id: str | None,
+    ) -> list[Delivery]:
+        """Return up to ``limit`` deliveries newest first, older than ``before_id``."""
+        ...
+
+    async def cancel(self, delivery_id: str, now_ms: int) -> Delivery:
+        """Cancel a pending delivery, or raise Conflict with its current record."""
+        ...
+
+    async def retry(self, delivery_id: str, now_ms: int) -> Delivery:
+        """Queue a failed delivery again with a fresh budget, or raise Conflict."""
+        ...
+
+    async def claim(
+        self, limits: Mapping[Messenger, int], now_ms: int, lease_ms: int
+    ) -> list[Claim]:
+        """Lease up to ``limits[m]`` due deliveries of each messenger and open attempts."""
+        ...
+
+    async def record(self, results: Sequence[Result], now_ms: int) -> list[Result]:
+        """Write attempt results whose lease still holds; return those applied."""
+        ...
+
+    async def next_due_ms(self) -> int | None:
+        """Return when the earliest unfinished delivery falls due, if any."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
