@@ -8,8 +8,8 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, Router, get, post, put
 from litestar.datastructures import State
-from litestar.di import Provide
-from litestar.params import Parameter
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, FromQuery, HeaderParameter, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from notifier.api.problems import MalformedBody, from_msgspec
@@ -40,11 +40,13 @@ _SEND_DECODER = msgspec.json.Decoder(SendMessage)
 _PATCH_DECODER = msgspec.json.Decoder(EmulatorPatch)
 _IDEMPOTENCY_KEY_MAX = 255
 
-Limit = Annotated[int, Parameter(ge=1, le=500, description="Page size.")]
+Limit = Annotated[int, QueryParameter(ge=1, le=500, description="Page size.")]
+Cursor = Annotated[int, QueryParameter(ge=0, description="Opaque cursor.")]
+Injected = NamedDependency[Services]
 
 
 def _services(state: State) -> Services:
-    services: Services = state.services
+    services: Injected = state.services
     return services
 
 
@@ -72,8 +74,8 @@ def _idempotency(key: str | None, request: SendMessage) -> IdempotencyClaim | No
 @post("/messages", status_code=HTTP_202_ACCEPTED, summary="Send a message")
 async def send_message(
     request: Request[Any, Any, Any],
-    services: Services,
-    idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key")] = None,
+    services: Injected,
+    idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key")] = None,
 ) -> MessageAccepted:
     """Accept one text for many recipients, now or at ``send_at``."""
     body: SendMessage = _decode(_SEND_DECODER, await request.body())
@@ -96,7 +98,7 @@ async def send_message(
 
 
 @get("/messages/{message_id:str}", summary="Get a message and its deliveries")
-async def get_message(message_id: str, services: Services) -> MessageOut:
+async def get_message(message_id: FromPath[str], services: Injected) -> MessageOut:
     """Return the message and the current status of each of its deliveries."""
     stored = await services.outbox.get_message(message_id)
     return MessageOut(
@@ -108,7 +110,7 @@ async def get_message(message_id: str, services: Services) -> MessageOut:
 
 
 @get("/deliveries/{delivery_id:str}", summary="Get a delivery with its attempts")
-async def get_delivery(delivery_id: str, services: Services) -> DeliveryDetail:
+async def get_delivery(delivery_id: FromPath[str], services: Injected) -> DeliveryDetail:
     """Return one delivery with its attempt history."""
     delivery = await services.outbox.get_delivery(delivery_id)
     attempts = await services.outbox.list_attempts(delivery_id)
@@ -117,11 +119,11 @@ async def get_delivery(delivery_id: str, services: Services) -> DeliveryDetail:
 
 @get("/deliveries", summary="List deliveries, newest first")
 async def list_deliveries(
-    services: Services,
-    status: StatusName | None = None,
-    messenger: MessengerName | None = None,
+    services: Injected,
+    status: FromQuery[StatusName | None] = None,
+    messenger: FromQuery[MessengerName | None] = None,
     limit: Limit = 50,
-    cursor: str | None = None,
+    cursor: FromQuery[str | None] = None,
 ) -> DeliveryPage:
     """Return a page of deliveries, filtered by status and messenger."""
     rows = await services.outbox.list_deliveries(
@@ -136,14 +138,14 @@ async def list_deliveries(
 
 
 @post("/deliveries/{delivery_id:str}/cancel", status_code=HTTP_200_OK, summary="Cancel")
-async def cancel_delivery(delivery_id: str, services: Services) -> DeliverySummary:
+async def cancel_delivery(delivery_id: FromPath[str], services: Injected) -> DeliverySummary:
     """Cancel a delivery that is still pending; 409 once it is sending or final."""
     delivery = await services.outbox.cancel(delivery_id, services.now_ms())
     return DeliverySummary.of(delivery)
 
 
 @post("/deliveries/{delivery_id:str}/retry", status_code=HTTP_200_OK, summary="Retry")
-async def retry_delivery(delivery_id: str, services: Services) -> DeliverySummary:
+async def retry_delivery(delivery_id: FromPath[str], services: Injected) -> DeliverySummary:
     """Queue a failed delivery again with a fresh attempt budget; 409 otherwise."""
     delivery = await services.outbox.retry(delivery_id, services.now_ms())
     services.dispatcher.notify()
@@ -152,11 +154,11 @@ async def retry_delivery(delivery_id: str, services: Services) -> DeliverySummar
 
 @get("/emulator/{messenger:str}/inbox", summary="Read an emulated messenger's inbox")
 async def read_inbox(
-    messenger: MessengerName,
-    services: Services,
-    recipient: str | None = None,
+    messenger: FromPath[MessengerName],
+    services: Injected,
+    recipient: FromQuery[str | None] = None,
     limit: Limit = 50,
-    cursor: Annotated[int, Parameter(ge=0)] = 0,
+    cursor: Cursor = 0,
 ) -> InboxPage:
     """Return what the emulated messenger received, oldest first."""
     kind = Messenger(messenger)
@@ -173,14 +175,14 @@ async def read_inbox(
 
 
 @get("/emulator/{messenger:str}", summary="Read an emulator's settings")
-async def get_emulator(messenger: MessengerName, services: Services) -> EmulatorSettings:
+async def get_emulator(messenger: FromPath[MessengerName], services: Injected) -> EmulatorSettings:
     """Return the emulated messenger's current latency and failure rates."""
     return services.emulators[Messenger(messenger)].settings
 
 
 @put("/emulator/{messenger:str}", summary="Change an emulator's settings")
 async def put_emulator(
-    messenger: MessengerName, request: Request[Any, Any, Any], services: Services
+    messenger: FromPath[MessengerName], request: Request[Any, Any, Any], services: Injected
 ) -> EmulatorSettings:
     """Change any subset of the settings until the next restart."""
     patch: EmulatorPatch = _decode(_PATCH_DECODER, await request.body())
