@@ -27,7 +27,9 @@ log = structlog.get_logger("notifier.app")
 MAX_BODY_BYTES = 1024 * 1024
 
 
-async def start_services(config: Config, clock: Callable[[], float] = time.time) -> Services:
+async def start_services(
+    config: Config, clock: Callable[[], float] = time.time
+) -> Services:
     """Open the outbox and inbox, build the emulators and start the dispatcher."""
     outbox = await SqliteOutbox.open(config.database.path, config.database.synchronous)
     inbox = await Inbox.open(config.emulator.inbox_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 
@@ -18,9 +19,11 @@ from notifier.logging import configure
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="notifier",
-        description="Message dispatch service with emulated Telegram, WhatsApp and Viber.",
+        description="Message dispatch with emulated Telegram, WhatsApp and Viber.",
     )
-    parser.add_argument("--version", action="version", version=f"notifier {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"notifier {__version__}"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser(
         "serve",
@@ -30,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--config",
         metavar="FILE",
-        help="TOML config file (default: $NOTIFIER_CONFIG, else ./notifier.toml if present)",
+        help="TOML config file (default: $NOTIFIER_CONFIG, else ./notifier.toml)",
     )
     return parser
 
@@ -66,7 +69,7 @@ def serve(config: Config) -> int:
             log_config=None,
             access_log=False,
             lifespan="on",
-            timeout_graceful_shutdown=config.dispatcher.shutdown_grace_s,
+            timeout_graceful_shutdown=math.ceil(config.dispatcher.shutdown_grace_s),
         )
     )
     server.run()

@@ -26,28 +26,28 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Base of every config section: unknown keys are an error, not ignored."""
 
 
-class ServerConfig(_Section):
+class ServerConfig(_Section, frozen=True):
     """Where the HTTP API listens."""
 
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8000
 
 
-class DatabaseConfig(_Section):
+class DatabaseConfig(_Section, frozen=True):
     """The outbox database file and how hard it syncs to disk."""
 
     path: str = "notifier.db"
     synchronous: Literal["full", "normal"] = "full"
 
 
-class ApiConfig(_Section):
+class ApiConfig(_Section, frozen=True):
     """Limits on what one request may ask."""
 
     max_recipients: PositiveInt = 1000
     max_schedule_ahead_days: Positive = 365.0
 
 
-class DispatcherConfig(_Section):
+class DispatcherConfig(_Section, frozen=True):
     """How the background loop claims, sends and retries."""
 
     poll_interval_s: Positive = 1.0
@@ -60,7 +60,7 @@ class DispatcherConfig(_Section):
     shutdown_grace_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
 
 
-class EmulatorConfig(_Section):
+class EmulatorConfig(_Section, frozen=True):
     """The emulated messengers: where their inbox lives and how each behaves."""
 
     inbox_path: str = "notifier-inbox.db"
@@ -69,14 +69,14 @@ class EmulatorConfig(_Section):
     viber: EmulatorSettings = EmulatorSettings()
 
 
-class LoggingConfig(_Section):
+class LoggingConfig(_Section, frozen=True):
     """Log level and format; "auto" is JSON unless stderr is a terminal."""
 
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
 
 
-class Config(_Section):
+class Config(_Section, frozen=True):
     """The whole resolved configuration."""
 
     server: ServerConfig = ServerConfig()
@@ -94,7 +94,9 @@ def env_names(struct: type[msgspec.Struct] = Config) -> dict[str, tuple[str, ...
     }
 
 
-def _leaf_paths(struct: type[msgspec.Struct], prefix: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
+def _leaf_paths(
+    struct: type[msgspec.Struct], prefix: tuple[str, ...]
+) -> Iterator[tuple[str, ...]]:
     for field in msgspec.structs.fields(struct):
         path = (*prefix, field.name)
         if isinstance(field.type, type) and issubclass(field.type, msgspec.Struct):
@@ -103,7 +105,9 @@ def _leaf_paths(struct: type[msgspec.Struct], prefix: tuple[str, ...]) -> Iterat
             yield path
 
 
-def load(path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+def load(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
     """Read the config file (if any) and the environment, and validate the result.
 
     Without ``path``, NOTIFIER_CONFIG names the file, else ./notifier.toml is
@@ -135,10 +139,14 @@ def _read_file(
     except FileNotFoundError as exc:
         raise ConfigError(f"The config file {str(path)!r} does not exist.") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"The config file {str(path)!r} is not valid TOML: {exc}.") from exc
+        raise ConfigError(
+            f"The config file {str(path)!r} is not valid TOML: {exc}."
+        ) from exc
 
 
-def _apply_env(data: dict[str, Any], sources: dict[str, str], environ: Mapping[str, str]) -> None:
+def _apply_env(
+    data: dict[str, Any], sources: dict[str, str], environ: Mapping[str, str]
+) -> None:
     names = env_names()
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
@@ -153,7 +161,9 @@ def _apply_env(data: dict[str, Any], sources: dict[str, str], environ: Mapping[s
         for part in path[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"The config key {'.'.join(path[:-1])} must be a table.")
+                raise ConfigError(
+                    f"The config key {'.'.join(path[:-1])} must be a table."
+                )
         node[path[-1]] = value
         sources[".".join(path)] = f"{name}={value!r}"
 

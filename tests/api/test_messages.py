@@ -163,3 +163,23 @@ async def test_get_message_answers_404_for_unknown_id(client) -> None:
 
     assert response.status_code == 404
     assert response.json()["type"] == "urn:notifier:problem:not-found"
+
+
+async def test_send_message_lets_one_recipient_have_its_own_time(client) -> None:
+    later = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
+    scheduled = {**CAROL, "send_at": later.isoformat()}
+
+    accepted = (await client.post("/v1/messages", json=body("hi", ALICE, scheduled))).json()
+
+    now_one, later_one = accepted["deliveries"]
+    assert datetime.fromisoformat(later_one["send_at"]) == later
+    assert datetime.fromisoformat(now_one["send_at"]) < later
+
+
+async def test_send_message_names_a_bad_recipient_time(client) -> None:
+    naive = {**CAROL, "send_at": "2030-01-01T09:00:00"}
+
+    response = await client.post("/v1/messages", json=body("hi", ALICE, naive))
+
+    assert response.status_code == 422
+    assert [e["field"] for e in response.json()["errors"]] == ["recipients[1].send_at"]

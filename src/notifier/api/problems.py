@@ -42,7 +42,12 @@ def problem(
     status: int, slug: str, title: str, detail: str, **extra: Any
 ) -> Response[dict[str, Any]]:
     """Return one RFC 9457 problem answer."""
-    body = {"type": TYPE_PREFIX + slug, "title": title, "status": status, "detail": detail}
+    body = {
+        "type": TYPE_PREFIX + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
     body.update(extra)
     return Response(body, status_code=status, media_type=PROBLEM_JSON)
 
@@ -68,7 +73,10 @@ def on_notifier_error(_: Request[Any, Any, Any], exc: NotifierError) -> Response
         if isinstance(exc.current, Delivery):
             extra["delivery"] = msgspec.to_builtins(DeliverySummary.of(exc.current))
         return problem(
-            HTTP_409_CONFLICT, "conflict", "The delivery is in the wrong state", str(exc),
+            HTTP_409_CONFLICT,
+            "conflict",
+            "The delivery is in the wrong state",
+            str(exc),
             **extra,
         )
     if isinstance(exc, IdempotencyMismatch):
@@ -79,7 +87,9 @@ def on_notifier_error(_: Request[Any, Any, Any], exc: NotifierError) -> Response
             str(exc),
         )
     if isinstance(exc, MalformedBody):
-        return problem(HTTP_400_BAD_REQUEST, "malformed-body", "The body is not JSON", str(exc))
+        return problem(
+            HTTP_400_BAD_REQUEST, "malformed-body", "The body is not JSON", str(exc)
+        )
     return on_unexpected(_, exc)
 
 

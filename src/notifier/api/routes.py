@@ -64,7 +64,12 @@ def _idempotency(key: str | None, request: SendMessage) -> IdempotencyClaim | No
         return None
     if not 1 <= len(key) <= _IDEMPOTENCY_KEY_MAX or not key.isprintable():
         raise ValidationFailed(
-            [FieldError("Idempotency-Key", f"must be 1 to 255 printable characters, got {key!r}")]
+            [
+                FieldError(
+                    "Idempotency-Key",
+                    f"must be 1 to 255 printable characters, got {key!r}",
+                )
+            ]
         )
     # Hash the decoded request, so that whitespace or key order do not matter.
     digest = hashlib.sha256(msgspec.json.encode(request)).digest()
@@ -75,7 +80,9 @@ def _idempotency(key: str | None, request: SendMessage) -> IdempotencyClaim | No
 async def send_message(
     request: Request[Any, Any, Any],
     services: Injected,
-    idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key")] = None,
+    idempotency_key: Annotated[
+        str | None, HeaderParameter(name="Idempotency-Key")
+    ] = None,
 ) -> MessageAccepted:
     """Accept one text for many recipients, now or at ``send_at``."""
     body: SendMessage = _decode(_SEND_DECODER, await request.body())
@@ -83,7 +90,7 @@ async def send_message(
     api = services.config.api
     message = build_message(
         body.text,
-        [(r.messenger, r.id) for r in body.recipients],
+        [(r.messenger, r.id, r.send_at) for r in body.recipients],
         body.send_at,
         now_ms=services.now_ms(),
         max_ahead_ms=int(api.max_schedule_ahead_days * 86_400_000),
@@ -94,7 +101,9 @@ async def send_message(
     if not accepted.replayed:
         services.dispatcher.notify()
 
-    return MessageAccepted(accepted.message_id, [DeliveryOut.of(d) for d in accepted.deliveries])
+    return MessageAccepted(
+        accepted.message_id, [DeliveryOut.of(d) for d in accepted.deliveries]
+    )
 
 
 @get("/messages/{message_id:str}", summary="Get a message and its deliveries")
@@ -110,7 +119,9 @@ async def get_message(message_id: FromPath[str], services: Injected) -> MessageO
 
 
 @get("/deliveries/{delivery_id:str}", summary="Get a delivery with its attempts")
-async def get_delivery(delivery_id: FromPath[str], services: Injected) -> DeliveryDetail:
+async def get_delivery(
+    delivery_id: FromPath[str], services: Injected
+) -> DeliveryDetail:
     """Return one delivery with its attempt history."""
     delivery = await services.outbox.get_delivery(delivery_id)
     attempts = await services.outbox.list_attempts(delivery_id)
@@ -138,14 +149,18 @@ async def list_deliveries(
 
 
 @post("/deliveries/{delivery_id:str}/cancel", status_code=HTTP_200_OK, summary="Cancel")
-async def cancel_delivery(delivery_id: FromPath[str], services: Injected) -> DeliverySummary:
+async def cancel_delivery(
+    delivery_id: FromPath[str], services: Injected
+) -> DeliverySummary:
     """Cancel a delivery that is still pending; 409 once it is sending or final."""
     delivery = await services.outbox.cancel(delivery_id, services.now_ms())
     return DeliverySummary.of(delivery)
 
 
 @post("/deliveries/{delivery_id:str}/retry", status_code=HTTP_200_OK, summary="Retry")
-async def retry_delivery(delivery_id: FromPath[str], services: Injected) -> DeliverySummary:
+async def retry_delivery(
+    delivery_id: FromPath[str], services: Injected
+) -> DeliverySummary:
     """Queue a failed delivery again with a fresh attempt budget; 409 otherwise."""
     delivery = await services.outbox.retry(delivery_id, services.now_ms())
     services.dispatcher.notify()
@@ -168,21 +183,27 @@ async def read_inbox(
             wanted = normalise(kind, recipient).id
         except InvalidRecipient as exc:
             raise ValidationFailed([FieldError("recipient", str(exc))]) from exc
-    items = await services.inbox.list(kind, recipient=wanted, limit=limit + 1, after_seq=cursor)
+    items = await services.inbox.list(
+        kind, recipient=wanted, limit=limit + 1, after_seq=cursor
+    )
     page = items[:limit]
     next_cursor = str(page[-1].seq) if len(items) > limit else None
     return InboxPage([InboxItemOut.of(i) for i in page], next_cursor)
 
 
 @get("/emulator/{messenger:str}", summary="Read an emulator's settings")
-async def get_emulator(messenger: FromPath[MessengerName], services: Injected) -> EmulatorSettings:
+async def get_emulator(
+    messenger: FromPath[MessengerName], services: Injected
+) -> EmulatorSettings:
     """Return the emulated messenger's current latency and failure rates."""
     return services.emulators[Messenger(messenger)].settings
 
 
 @put("/emulator/{messenger:str}", summary="Change an emulator's settings")
 async def put_emulator(
-    messenger: FromPath[MessengerName], request: Request[Any, Any, Any], services: Injected
+    messenger: FromPath[MessengerName],
+    request: Request[Any, Any, Any],
+    services: Injected,
 ) -> EmulatorSettings:
     """Change any subset of the settings until the next restart."""
     patch: EmulatorPatch = _decode(_PATCH_DECODER, await request.body())

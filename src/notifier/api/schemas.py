@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -25,10 +25,14 @@ def _maybe(ms: int | None) -> datetime | None:
 
 
 class RecipientIn(msgspec.Struct, forbid_unknown_fields=True):
-    """One recipient, named by its messenger's own kind of id."""
+    """One recipient, named by its messenger's own kind of id.
+
+    ``send_at``, when given, overrides the message's for this recipient alone.
+    """
 
     messenger: MessengerName
     id: str
+    send_at: datetime | None = None
 
 
 class SendMessage(msgspec.Struct, forbid_unknown_fields=True):
@@ -93,7 +97,11 @@ class AttemptOut(msgspec.Struct):
         """Build from a stored attempt."""
         outcome = a.outcome.value if a.outcome else None
         return cls(
-            a.number, to_datetime(a.started_at_ms), _maybe(a.finished_at_ms), outcome, a.error
+            a.number,
+            to_datetime(a.started_at_ms),
+            _maybe(a.finished_at_ms),
+            outcome,
+            a.error,
         )
 
 
@@ -114,7 +122,7 @@ class DeliverySummary(msgspec.Struct):
     updated_at: datetime
 
     @classmethod
-    def fields_of(cls, d: Delivery) -> dict[str, object]:
+    def fields_of(cls, d: Delivery) -> dict[str, Any]:
         """Return the fields shared by summaries and details."""
         return {
             "id": d.id,
@@ -134,7 +142,7 @@ class DeliverySummary(msgspec.Struct):
     @classmethod
     def of(cls, d: Delivery) -> DeliverySummary:
         """Build from a stored delivery."""
-        return cls(**cls.fields_of(d))  # type: ignore[arg-type]
+        return cls(**cls.fields_of(d))
 
 
 class DeliveryDetail(DeliverySummary):
@@ -145,9 +153,7 @@ class DeliveryDetail(DeliverySummary):
     @classmethod
     def with_attempts(cls, d: Delivery, attempts: list[Attempt]) -> DeliveryDetail:
         """Build from a stored delivery and its attempts."""
-        return cls(  # type: ignore[arg-type]
-            **cls.fields_of(d), attempts=[AttemptOut.of(a) for a in attempts]
-        )
+        return cls(**cls.fields_of(d), attempts=[AttemptOut.of(a) for a in attempts])
 
 
 class DeliveryPage(msgspec.Struct):
@@ -169,7 +175,10 @@ class InboxItemOut(msgspec.Struct):
     def of(cls, item: InboxItem) -> InboxItemOut:
         """Build from a stored inbox item."""
         return cls(
-            item.delivery_id, item.recipient, item.text, to_datetime(item.received_at_ms)
+            item.delivery_id,
+            item.recipient,
+            item.text,
+            to_datetime(item.received_at_ms),
         )
 
 
@@ -188,7 +197,7 @@ class EmulatorPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     )
     transient_error_rate: Rate | msgspec.UnsetType = msgspec.UNSET
     rate_limit_rate: Rate | msgspec.UnsetType = msgspec.UNSET
-    retry_after_s: Annotated[float, msgspec.Meta(ge=0.0, le=3600.0)] | msgspec.UnsetType = (
-        msgspec.UNSET
-    )
+    retry_after_s: (
+        Annotated[float, msgspec.Meta(ge=0.0, le=3600.0)] | msgspec.UnsetType
+    ) = msgspec.UNSET
     permanent_error_rate: Rate | msgspec.UnsetType = msgspec.UNSET

@@ -105,7 +105,9 @@ class Dispatcher:
             self.last_tick_s = self._clock()
             limits = self._free_slots()
             try:
-                claims = await self._outbox.claim(limits, self._now_ms(), self._lease_ms)
+                claims = await self._outbox.claim(
+                    limits, self._now_ms(), self._lease_ms
+                )
             except Exception:
                 log.exception("claim_failed")
                 await asyncio.sleep(_ERROR_PAUSE_S)
@@ -202,8 +204,12 @@ class Dispatcher:
             )
         )
         self._results_ready.set()
-        log.debug("attempt_finished", delivery_id=claim.delivery_id,
-                  outcome=outcome.value, duration_ms=round(duration_ms, 1))
+        log.debug(
+            "attempt_finished",
+            delivery_id=claim.delivery_id,
+            outcome=outcome.value,
+            duration_ms=round(duration_ms, 1),
+        )
 
     async def _record_loop(self) -> None:
         while True:
@@ -221,9 +227,12 @@ class Dispatcher:
                 _log_results(batch, applied)
                 if any(r.due_at_ms is not None for r in applied):
                     self._wake.set()
-            if self._stopping and self._claimer is not None and self._claimer.done():
-                if not self._active and not self._results:
-                    return
+            if self._stopping and self._drained():
+                return
+
+    def _drained(self) -> bool:
+        claimer_done = self._claimer is None or self._claimer.done()
+        return claimer_done and not self._active and not self._results
 
 
 def _filled_any(claims: list[Claim], limits: Mapping[Messenger, int]) -> bool:

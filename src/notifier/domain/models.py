@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 
 class Messenger(enum.StrEnum):
@@ -57,8 +58,9 @@ class Recipient:
 class NewMessage:
     """A validated message, ready to be written to the outbox.
 
-    ``recipients`` holds each distinct recipient once, in request order.
-    Times are epoch milliseconds in UTC.
+    ``recipients`` holds each distinct recipient once, in request order; a
+    recipient in ``send_at_overrides`` is sent at its own time instead of at
+    ``send_at_ms``. Times are epoch milliseconds in UTC.
     """
 
     id: str
@@ -66,6 +68,11 @@ class NewMessage:
     recipients: tuple[Recipient, ...]
     send_at_ms: int
     created_at_ms: int
+    send_at_overrides: Mapping[Recipient, int] = field(default_factory=dict)
+
+    def send_at_for(self, recipient: Recipient) -> int:
+        """Return when this recipient's delivery is due."""
+        return self.send_at_overrides.get(recipient, self.send_at_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +115,7 @@ class AcceptedDelivery:
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """A delivery claimed by the dispatcher under a lease, with what it needs to send."""
+    """A delivery leased to the dispatcher, with what it needs to send it."""
 
     delivery_id: str
     message_id: str

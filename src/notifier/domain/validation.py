@@ -10,10 +10,12 @@ from notifier.domain.ids import new_id
 from notifier.domain.models import Messenger, NewMessage, Recipient
 from notifier.domain.recipients import TEXT_LIMITS, InvalidRecipient, normalise
 
+RawRecipient = tuple[str, str] | tuple[str, str, datetime | None]
+
 
 def build_message(
     text: str,
-    recipients: Sequence[tuple[str, str]],
+    recipients: Sequence[RawRecipient],
     send_at: datetime | None,
     *,
     now_ms: int,
@@ -22,13 +24,19 @@ def build_message(
 ) -> NewMessage:
     """Validate a request and return the message to store.
 
-    ``recipients`` are (messenger, id) pairs as the client sent them. Repeats of
-    one recipient, after normalisation, collapse into one.
+    ``recipients`` are (messenger, id) pairs as the client sent them, or
+    (messenger, id, send_at) where one recipient has a time of its own. Repeats
+    of one recipient, after normalisation, collapse into the first.
     """
     errors = _text_errors(text)
     unique = _normalise_all(recipients, max_recipients, errors)
-    errors += _length_errors(text, unique)
-    send_at_ms = _send_at_ms(send_at, now_ms, max_ahead_ms, errors)
+    errors += _length_errors(text, list(unique))
+    send_at_ms = _send_at_ms(send_at, now_ms, max_ahead_ms, errors, "send_at")
+    overrides = {
+        recipient: _send_at_ms(at, now_ms, max_ahead_ms, errors, field)
+        for recipient, (at, field) in unique.items()
+        if at is not None
+    }
     if errors:
         raise ValidationFailed(errors)
     return NewMessage(
@@ -37,6 +45,7 @@ def build_message(
         recipients=tuple(unique),
         send_at_ms=send_at_ms,
         created_at_ms=now_ms,
+        send_at_overrides=overrides,
     )
 
 
@@ -51,13 +60,14 @@ def _text_errors(text: str) -> list[FieldError]:
 
 
 def _normalise_all(
-    recipients: Sequence[tuple[str, str]],
+    recipients: Sequence[RawRecipient],
     max_recipients: int,
     errors: list[FieldError],
-) -> list[Recipient]:
+) -> dict[Recipient, tuple[datetime | None, str]]:
+    """Return each distinct recipient with its own send_at and that field's name."""
     if not recipients:
         errors.append(FieldError("recipients", "must list at least one recipient"))
-        return []
+        return {}
     if len(recipients) > max_recipients:
         errors.append(
             FieldError(
@@ -65,14 +75,18 @@ def _normalise_all(
                 f"must list at most {max_recipients} recipients, got {len(recipients)}",
             )
         )
-        return []
-    unique: dict[Recipient, None] = {}
-    for i, (messenger, raw) in enumerate(recipients):
+        return {}
+    unique: dict[Recipient, tuple[datetime | None, str]] = {}
+    for i, (messenger, raw, *at) in enumerate(recipients):
         try:
-            unique[normalise(Messenger(messenger), raw)] = None
+            recipient = normalise(Messenger(messenger), raw)
         except ValueError as exc:
             errors.append(FieldError(f"recipients[{i}]", _recipient_reason(exc)))
-    return list(unique)
+            continue
+        unique.setdefault(
+            recipient, (at[0] if at else None, f"recipients[{i}].send_at")
+        )
+    return unique
 
 
 def _recipient_reason(exc: ValueError) -> str:
@@ -102,13 +116,14 @@ def _send_at_ms(
     now_ms: int,
     max_ahead_ms: int,
     errors: list[FieldError],
+    field: str,
 ) -> int:
     if send_at is None:
         return now_ms
     if send_at.tzinfo is None or send_at.utcoffset() is None:
         errors.append(
             FieldError(
-                "send_at",
+                field,
                 "must carry a UTC offset, such as '2026-12-24T18:00:00+01:00' "
                 f"or '...Z', got the naive time {send_at.isoformat()!r}",
             )
@@ -119,7 +134,7 @@ def _send_at_ms(
         days = max_ahead_ms / 86_400_000
         errors.append(
             FieldError(
-                "send_at",
+                field,
                 f"must be at most {days:g} days ahead, got {send_at.isoformat()!r}",
             )
         )

@@ -37,7 +37,7 @@ class EmulatorSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 # Each test recipient always behaves the same way, whatever the settings say.
-# Keys are (behaviour, first attempt that succeeds, or 0 for never).
+# Values are (the outcome until it succeeds, the first attempt that succeeds or 0).
 _BEHAVIOURS: dict[str, tuple[Outcome, int]] = {
     "blocked": (Outcome.PERMANENT_ERROR, 0),
     "down": (Outcome.TRANSIENT_ERROR, 0),
@@ -95,10 +95,14 @@ class EmulatedMessenger:
         else:
             outcome = self._roll(settings)
         if outcome is Outcome.PERMANENT_ERROR:
-            raise PermanentError(f"{self.messenger.value}: the recipient blocked the bot")
+            raise PermanentError(
+                f"{self.messenger.value}: the recipient blocked the bot"
+            )
         if outcome is Outcome.RATE_LIMITED:
             retry_after_s = TEST_RETRY_AFTER_S if behaviour else settings.retry_after_s
-            raise RateLimited(f"{self.messenger.value}: too many requests", retry_after_s)
+            raise RateLimited(
+                f"{self.messenger.value}: too many requests", retry_after_s
+            )
         if outcome is Outcome.TRANSIENT_ERROR:
             raise TransientError(f"{self.messenger.value}: service unavailable")
         now_ms = int(self._clock() * 1000)

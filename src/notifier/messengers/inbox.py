@@ -51,7 +51,7 @@ class Inbox:
         """Open (creating if needed) the inbox database at ``path``."""
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path, isolation_level=None)
+        db = await aiosqlite.connect(str(path), isolation_level=None)
         for statement in (
             "PRAGMA journal_mode = WAL",
             "PRAGMA synchronous = FULL",
@@ -76,8 +76,8 @@ class Inbox:
     ) -> bool:
         """Store a received text once per delivery id; return False for a repeat."""
         cursor = await self._db.execute(
-            "INSERT INTO inbox (messenger, delivery_id, recipient, text, received_at_ms)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO inbox (messenger, delivery_id, recipient, text, "
+            "received_at_ms) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (messenger.value, delivery_id, recipient, text, now_ms),
         )
         return cursor.rowcount == 1

@@ -89,7 +89,7 @@ class Outbox(Protocol):
     async def claim(
         self, limits: Mapping[Messenger, int], now_ms: int, lease_ms: int
     ) -> list[Claim]:
-        """Lease up to ``limits[m]`` due deliveries of each messenger and open attempts."""
+        """Lease up to ``limits[m]`` due deliveries per messenger; open attempts."""
         ...
 
     async def record(self, results: Sequence[Result], now_ms: int) -> list[Result]:

@@ -251,7 +251,9 @@ class SqliteOutbox:
         self, delivery_id: str, update: str, now_ms: int, rule: str
     ) -> Delivery:
         async with self._transaction() as db:
-            cursor = await db.execute(f"UPDATE deliveries {update}", (now_ms, delivery_id))
+            cursor = await db.execute(
+                f"UPDATE deliveries {update}", (now_ms, delivery_id)
+            )
             changed = cursor.rowcount
             found = await _deliveries_by_id(db, [delivery_id])
         if delivery_id not in found:
@@ -280,7 +282,9 @@ class SqliteOutbox:
         params: dict[str, object] = {m.value: n for m, n in wanted.items()}
         params.update(token=token, lease_until=now_ms + lease_ms, now=now_ms)
         async with self._transaction() as db:
-            rows = list(await db.execute_fetchall(_CLAIM.format(selects=selects), params))
+            rows = list(
+                await db.execute_fetchall(_CLAIM.format(selects=selects), params)
+            )
             if not rows:
                 return []
             ids = [r[0] for r in rows]
@@ -316,7 +320,9 @@ class SqliteOutbox:
         async with self._transaction() as db:
             held = await _held_leases(db, [r.delivery_id for r in results])
             fresh = [
-                r for r in results if held.get(r.delivery_id) == (r.lease_token, r.attempt)
+                r
+                for r in results
+                if held.get(r.delivery_id) == (r.lease_token, r.attempt)
             ]
             await db.executemany(
                 _RECORD,
@@ -337,7 +343,13 @@ class SqliteOutbox:
             await db.executemany(
                 _FINISH_ATTEMPT,
                 [
-                    (r.finished_at_ms, r.outcome.value, r.error, r.delivery_id, r.attempt)
+                    (
+                        r.finished_at_ms,
+                        r.outcome.value,
+                        r.error,
+                        r.delivery_id,
+                        r.attempt,
+                    )
                     for r in fresh
                 ],
             )
@@ -361,7 +373,7 @@ class SqliteOutbox:
 async def _connect(
     path: str | os.PathLike[str], synchronous: Synchronous
 ) -> aiosqlite.Connection:
-    db = await aiosqlite.connect(path, isolation_level=None)
+    db = await aiosqlite.connect(str(path), isolation_level=None)
     for pragma in PRAGMAS:
         await db.execute(pragma)
     await db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
@@ -374,7 +386,8 @@ async def _deliveries_by_id(
     found: dict[str, Delivery] = {}
     for chunk in _chunks(ids):
         rows = await db.execute_fetchall(
-            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id IN ({_marks(len(chunk))})",
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries "
+            f"WHERE id IN ({_marks(len(chunk))})",
             chunk,
         )
         found.update((r[0], _delivery(r)) for r in rows)
@@ -437,7 +450,12 @@ async def _remember(
     await db.execute(
         "INSERT INTO idempotency_keys (key, request_hash, response, created_at_ms) "
         "VALUES (?, ?, ?, ?)",
-        (claim.key, claim.request_hash, msgspec.msgpack.encode(snap), accepted.created_at_ms),
+        (
+            claim.key,
+            claim.request_hash,
+            msgspec.msgpack.encode(snap),
+            accepted.created_at_ms,
+        ),
     )
 
 
@@ -457,26 +475,37 @@ async def _insert_message(db: aiosqlite.Connection, message: NewMessage) -> Acce
     proposed = [new_id(now) for _ in keys]
     await db.executemany(
         "INSERT INTO dedupe (key, delivery_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
-        zip(keys, proposed),
+        zip(keys, proposed, strict=True),
     )
     owner = await _dedupe_owners(db, keys)
     chosen = [owner[k] for k in keys]
     fresh = [
-        (pid, message.id, r.messenger.value, r.id, message.send_at_ms,
-         message.send_at_ms, now, now)
-        for r, pid, cid in zip(message.recipients, proposed, chosen)
+        (
+            pid,
+            message.id,
+            r.messenger.value,
+            r.id,
+            message.send_at_for(r),
+            message.send_at_for(r),
+            now,
+            now,
+        )
+        for r, pid, cid in zip(message.recipients, proposed, chosen, strict=True)
         if pid == cid
     ]
     await db.executemany(_INSERT_DELIVERY, fresh)
     await db.executemany(
         "INSERT INTO message_deliveries (message_id, position, delivery_id, duplicate)"
         " VALUES (?, ?, ?, ?)",
-        [(message.id, i, cid, int(pid != cid)) for i, (pid, cid) in enumerate(zip(proposed, chosen))],
+        [
+            (message.id, i, cid, int(pid != cid))
+            for i, (pid, cid) in enumerate(zip(proposed, chosen, strict=True))
+        ],
     )
     found = await _deliveries_by_id(db, chosen)
     deliveries = [
         AcceptedDelivery(found[cid], duplicate=pid != cid)
-        for pid, cid in zip(proposed, chosen)
+        for pid, cid in zip(proposed, chosen, strict=True)
         if cid in found
     ]
     return Accepted(message.id, now, deliveries)
