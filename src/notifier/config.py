@@ -138,6 +138,14 @@ def _read_file(
             return tomllib.load(f), {"": str(path)}
     except FileNotFoundError as exc:
         raise ConfigError(f"The config file {str(path)!r} does not exist.") from exc
+    except OSError as exc:
+        raise ConfigError(
+            f"The config file {str(path)!r} cannot be read: {exc}."
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"The config file {str(path)!r} is not UTF-8: {exc}."
+        ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(
             f"The config file {str(path)!r} is not valid TOML: {exc}."
@@ -176,9 +184,13 @@ def _explain(message: str, sources: Mapping[str, str]) -> str:
     assert match is not None  # the pattern matches any string
     where = match["where"] or ""
     reason = match["reason"]
-    key = where or "the top level"
-    origin = sources.get(where) or sources.get("") or "the defaults"
-    return f"Invalid config key {key} (from {origin}): {reason}."
+    # A rule on a whole table (the emulator's rate sum) names no single key:
+    # name every source that set a key inside it.
+    inner = [v for k, v in sources.items() if where and k.startswith(f"{where}.")]
+    origin = sources.get(where) or ", ".join(inner) or sources.get("") or "the defaults"
+    if not where:
+        return f"Invalid config (from {origin}): {reason}."
+    return f"Invalid config key {where} (from {origin}): {reason}."
 
 
 def _check(config: Config) -> None:

@@ -22,7 +22,10 @@ def config(tmp_path: Path) -> Config:
     return Config(
         database=DatabaseConfig(path=str(tmp_path / "outbox.db")),
         dispatcher=DispatcherConfig(
-            poll_interval_s=0.05, backoff_base_s=0.01, backoff_max_s=0.05, max_attempts=3
+            poll_interval_s=0.05,
+            backoff_base_s=0.01,
+            backoff_max_s=0.05,
+            max_attempts=3,
         ),
         emulator=EmulatorConfig(
             inbox_path=str(tmp_path / "inbox.db"),

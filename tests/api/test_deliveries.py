@@ -43,7 +43,9 @@ async def test_get_delivery_fails_a_blocked_recipient_at_once(
     assert "blocked" in detail["last_error"]
 
 
-async def test_get_delivery_fails_after_max_attempts(client, wait_status: WaitStatus) -> None:
+async def test_get_delivery_fails_after_max_attempts(
+    client, wait_status: WaitStatus
+) -> None:
     delivery_id = await send(client, {"messenger": "whatsapp", "id": "+15550100002"})
 
     detail = await wait_status(delivery_id, {"failed"})
@@ -58,11 +60,15 @@ async def test_get_delivery_answers_404_for_unknown_id(client) -> None:
 
 
 async def test_list_deliveries_pages_newest_first(client) -> None:
-    ids = [await send(client, {"messenger": "viber", "id": f"user{i}"}, send_at=later())
-           for i in range(5)]
+    ids = [
+        await send(client, {"messenger": "viber", "id": f"user{i}"}, send_at=later())
+        for i in range(5)
+    ]
 
     first = (await client.get("/v1/deliveries?limit=3")).json()
-    second = (await client.get(f"/v1/deliveries?limit=3&cursor={first['next_cursor']}")).json()
+    second = (
+        await client.get(f"/v1/deliveries?limit=3&cursor={first['next_cursor']}")
+    ).json()
 
     listed = [d["id"] for d in first["items"] + second["items"]]
     assert listed == ids[::-1]
@@ -86,7 +92,9 @@ async def test_list_deliveries_rejects_unknown_status(client) -> None:
 
 
 async def test_cancel_delivery_stops_a_scheduled_send(client) -> None:
-    delivery_id = await send(client, {"messenger": "viber", "id": "user1"}, send_at=later())
+    delivery_id = await send(
+        client, {"messenger": "viber", "id": "user1"}, send_at=later()
+    )
 
     response = await client.post(f"/v1/deliveries/{delivery_id}/cancel")
 
@@ -95,7 +103,9 @@ async def test_cancel_delivery_stops_a_scheduled_send(client) -> None:
     assert response.json()["next_attempt_at"] is None
 
 
-async def test_cancel_delivery_answers_409_once_sent(client, wait_status: WaitStatus) -> None:
+async def test_cancel_delivery_answers_409_once_sent(
+    client, wait_status: WaitStatus
+) -> None:
     delivery_id = await send(client, {"messenger": "viber", "id": "user1"})
     await wait_status(delivery_id, {"sent"})
 
@@ -105,7 +115,9 @@ async def test_cancel_delivery_answers_409_once_sent(client, wait_status: WaitSt
     assert response.json()["delivery"]["status"] == "sent"
 
 
-async def test_retry_delivery_requeues_a_failed_one(client, wait_status: WaitStatus) -> None:
+async def test_retry_delivery_requeues_a_failed_one(
+    client, wait_status: WaitStatus
+) -> None:
     delivery_id = await send(client, {"messenger": "telegram", "id": "@test_blocked"})
     await wait_status(delivery_id, {"failed"})
 
@@ -118,7 +130,9 @@ async def test_retry_delivery_requeues_a_failed_one(client, wait_status: WaitSta
 
 
 async def test_retry_delivery_answers_409_unless_failed(client) -> None:
-    delivery_id = await send(client, {"messenger": "viber", "id": "user1"}, send_at=later())
+    delivery_id = await send(
+        client, {"messenger": "viber", "id": "user1"}, send_at=later()
+    )
 
     response = await client.post(f"/v1/deliveries/{delivery_id}/retry")
 

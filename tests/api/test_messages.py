@@ -14,7 +14,9 @@ BOB = {"messenger": "whatsapp", "id": "+7 999 123-45-67"}
 CAROL = {"messenger": "viber", "id": "carol=="}
 
 
-def body(text: str = "hello", *recipients: dict[str, str], **extra: Any) -> dict[str, Any]:
+def body(
+    text: str = "hello", *recipients: dict[str, str], **extra: Any
+) -> dict[str, Any]:
     return {"text": text, "recipients": list(recipients) or [ALICE], **extra}
 
 
@@ -52,20 +54,28 @@ async def test_send_message_marks_repeat_text_as_duplicate(client) -> None:
     assert fresh["duplicate"] is False
 
 
-async def test_send_message_delivers_to_the_inbox(client, wait_status: WaitStatus) -> None:
+async def test_send_message_delivers_to_the_inbox(
+    client, wait_status: WaitStatus
+) -> None:
     accepted = (await client.post("/v1/messages", json=body("ping", BOB))).json()
     delivery_id = accepted["deliveries"][0]["id"]
 
     await wait_status(delivery_id, {"sent"})
 
-    inbox = (await client.get("/v1/emulator/whatsapp/inbox?recipient=79991234567")).json()
-    assert [(i["delivery_id"], i["text"]) for i in inbox["items"]] == [(delivery_id, "ping")]
+    inbox = (
+        await client.get("/v1/emulator/whatsapp/inbox?recipient=79991234567")
+    ).json()
+    assert [(i["delivery_id"], i["text"]) for i in inbox["items"]] == [
+        (delivery_id, "ping")
+    ]
 
 
 async def test_send_message_holds_a_scheduled_delivery(client) -> None:
     later = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0).isoformat()
 
-    accepted = (await client.post("/v1/messages", json=body("later", send_at=later))).json()
+    accepted = (
+        await client.post("/v1/messages", json=body("later", send_at=later))
+    ).json()
 
     delivery = accepted["deliveries"][0]
     assert delivery["status"] == "pending"
@@ -74,7 +84,9 @@ async def test_send_message_holds_a_scheduled_delivery(client) -> None:
     assert detail["attempts"] == []
 
 
-async def test_send_message_replays_idempotent_request(client, wait_status: WaitStatus) -> None:
+async def test_send_message_replays_idempotent_request(
+    client, wait_status: WaitStatus
+) -> None:
     headers = {"Idempotency-Key": "order-42"}
     first = await client.post("/v1/messages", json=body("hi"), headers=headers)
     await wait_status(first.json()["deliveries"][0]["id"], {"sent"})
@@ -147,7 +159,9 @@ async def test_send_message_rejects_oversized_body(client) -> None:
     assert response.status_code == 413
 
 
-async def test_get_message_shows_current_statuses(client, wait_status: WaitStatus) -> None:
+async def test_get_message_shows_current_statuses(
+    client, wait_status: WaitStatus
+) -> None:
     accepted = (await client.post("/v1/messages", json=body("hi", ALICE, BOB))).json()
     for d in accepted["deliveries"]:
         await wait_status(d["id"], {"sent"})
@@ -169,7 +183,9 @@ async def test_send_message_lets_one_recipient_have_its_own_time(client) -> None
     later = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
     scheduled = {**CAROL, "send_at": later.isoformat()}
 
-    accepted = (await client.post("/v1/messages", json=body("hi", ALICE, scheduled))).json()
+    accepted = (
+        await client.post("/v1/messages", json=body("hi", ALICE, scheduled))
+    ).json()
 
     now_one, later_one = accepted["deliveries"]
     assert datetime.fromisoformat(later_one["send_at"]) == later

@@ -13,7 +13,7 @@ TEXT_LIMITS: dict[Messenger, int] = {
 }
 
 _TELEGRAM_CHAT = re.compile(r"-?[1-9][0-9]{0,15}")
-_TELEGRAM_USERNAME = re.compile(r"@[A-Za-z][A-Za-z0-9_]{3,31}")
+_TELEGRAM_USERNAME = re.compile(r"@[A-Za-z][A-Za-z0-9_]{4,31}")
 _PHONE_SEPARATORS = re.compile(r"[\s().\-]")
 _E164_DIGITS = re.compile(r"[1-9][0-9]{6,14}")
 _VIBER_ID = re.compile(r"[A-Za-z0-9+/=_\-]{1,64}")
@@ -66,10 +66,3 @@ def _viber(value: str) -> str:
             f"got {value!r}"
         )
     return value
-
-
-def mask(recipient_id: str) -> str:
-    """Return a recipient id shortened for logs: never the full id."""
-    if len(recipient_id) <= 4:
-        return "*" * len(recipient_id)
-    return recipient_id[:2] + "*" * (len(recipient_id) - 4) + recipient_id[-2:]

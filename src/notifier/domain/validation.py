@@ -29,14 +29,10 @@ def build_message(
     of one recipient, after normalisation, collapse into the first.
     """
     errors = _text_errors(text)
-    unique = _normalise_all(recipients, max_recipients, errors)
-    errors += _length_errors(text, list(unique))
+    unique = _normalise_all(recipients, max_recipients, now_ms, max_ahead_ms, errors)
     send_at_ms = _send_at_ms(send_at, now_ms, max_ahead_ms, errors, "send_at")
-    overrides = {
-        recipient: _send_at_ms(at, now_ms, max_ahead_ms, errors, field)
-        for recipient, (at, field) in unique.items()
-        if at is not None
-    }
+    errors += _length_errors(text, list(unique))
+    overrides = {r: at_ms for r, at_ms in unique.items() if at_ms is not None}
     if errors:
         raise ValidationFailed(errors)
     return NewMessage(
@@ -62,9 +58,11 @@ def _text_errors(text: str) -> list[FieldError]:
 def _normalise_all(
     recipients: Sequence[RawRecipient],
     max_recipients: int,
+    now_ms: int,
+    max_ahead_ms: int,
     errors: list[FieldError],
-) -> dict[Recipient, tuple[datetime | None, str]]:
-    """Return each distinct recipient with its own send_at and that field's name."""
+) -> dict[Recipient, int | None]:
+    """Return each distinct recipient with its own send time, if it has one."""
     if not recipients:
         errors.append(FieldError("recipients", "must list at least one recipient"))
         return {}
@@ -76,24 +74,28 @@ def _normalise_all(
             )
         )
         return {}
-    unique: dict[Recipient, tuple[datetime | None, str]] = {}
+    unique: dict[Recipient, int | None] = {}
     for i, (messenger, raw, *at) in enumerate(recipients):
+        # Each entry's own time is checked, even on a repeat that will collapse.
+        at_ms = None
+        if at and at[0] is not None:
+            field = f"recipients[{i}].send_at"
+            at_ms = _send_at_ms(at[0], now_ms, max_ahead_ms, errors, field)
         try:
             recipient = normalise(Messenger(messenger), raw)
         except ValueError as exc:
-            errors.append(FieldError(f"recipients[{i}]", _recipient_reason(exc)))
+            reason = _recipient_reason(exc, messenger)
+            errors.append(FieldError(f"recipients[{i}]", reason))
             continue
-        unique.setdefault(
-            recipient, (at[0] if at else None, f"recipients[{i}].send_at")
-        )
+        unique.setdefault(recipient, at_ms)
     return unique
 
 
-def _recipient_reason(exc: ValueError) -> str:
+def _recipient_reason(exc: ValueError, messenger: str) -> str:
     if isinstance(exc, InvalidRecipient):
         return str(exc)
     names = ", ".join(repr(m.value) for m in Messenger)
-    return f"expected messenger to be one of {names}"
+    return f"expected messenger to be one of {names}, got {messenger!r}"
 
 
 def _length_errors(text: str, recipients: list[Recipient]) -> list[FieldError]:

@@ -29,7 +29,8 @@ class EmulatorSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     def __post_init__(self) -> None:
         total = self.transient_error_rate + self.rate_limit_rate
         total += self.permanent_error_rate
-        if total > 1.0:
+        # A small tolerance: 0.34 + 0.56 + 0.1 is 1.0000000000000002 in floats.
+        if total > 1.0 + 1e-9:
             raise ValueError(
                 "transient_error_rate + rate_limit_rate + permanent_error_rate "
                 f"must be at most 1, got {total:g}"
@@ -90,6 +91,10 @@ class EmulatedMessenger:
         latency_ms = SLOW_LATENCY_MS if behaviour == "slow" else settings.latency_ms
         if latency_ms:
             await self._sleep(latency_ms / 1000)
+        # Like a provider honouring an idempotency key: a known delivery id gets
+        # the first answer (success) again, whatever the dice would say now.
+        if await self._inbox.has(self.messenger, delivery_id):
+            return
         if behaviour is not None:
             outcome = _scripted(behaviour, attempt)
         else:

@@ -82,6 +82,14 @@ class Inbox:
         )
         return cursor.rowcount == 1
 
+    async def has(self, messenger: Messenger, delivery_id: str) -> bool:
+        """Return whether this delivery id was already received."""
+        rows = await self._db.execute_fetchall(
+            "SELECT 1 FROM inbox WHERE messenger = ? AND delivery_id = ?",
+            (messenger.value, delivery_id),
+        )
+        return bool(rows)
+
     async def list(
         self,
         messenger: Messenger,

@@ -31,7 +31,8 @@ async def test_put_emulator_makes_sends_fail(client, wait_status: WaitStatus) ->
     await client.put("/v1/emulator/viber", json={"permanent_error_rate": 1.0})
 
     accepted = await client.post(
-        "/v1/messages", json={"text": "x", "recipients": [{"messenger": "viber", "id": "u1"}]}
+        "/v1/messages",
+        json={"text": "x", "recipients": [{"messenger": "viber", "id": "u1"}]},
     )
 
     detail = await wait_status(accepted.json()["deliveries"][0]["id"], {"failed"})
@@ -39,15 +40,22 @@ async def test_put_emulator_makes_sends_fail(client, wait_status: WaitStatus) ->
 
 
 async def test_put_emulator_rejects_bad_rates(client) -> None:
-    too_high = await client.put("/v1/emulator/viber", json={"transient_error_rate": 1.5})
+    too_high = await client.put(
+        "/v1/emulator/viber", json={"transient_error_rate": 1.5}
+    )
     too_many = await client.put(
-        "/v1/emulator/viber", json={"transient_error_rate": 0.6, "permanent_error_rate": 0.6}
+        "/v1/emulator/viber",
+        json={"transient_error_rate": 0.6, "permanent_error_rate": 0.6},
     )
     unknown = await client.put("/v1/emulator/viber", json={"latency": 5})
 
-    assert [too_high.status_code, too_many.status_code, unknown.status_code] == [422] * 3
+    assert [too_high.status_code, too_many.status_code, unknown.status_code] == [
+        422
+    ] * 3
     assert too_high.json()["errors"][0]["field"] == "transient_error_rate"
-    assert (await client.get("/v1/emulator/viber")).json()["transient_error_rate"] == 0.0
+    assert (await client.get("/v1/emulator/viber")).json()[
+        "transient_error_rate"
+    ] == 0.0
 
 
 async def test_emulator_routes_reject_unknown_messenger(client) -> None:
@@ -56,14 +64,21 @@ async def test_emulator_routes_reject_unknown_messenger(client) -> None:
     assert response.status_code == 422
 
 
-async def test_read_inbox_normalises_the_recipient_filter(client, wait_status: WaitStatus) -> None:
+async def test_read_inbox_normalises_the_recipient_filter(
+    client, wait_status: WaitStatus
+) -> None:
     accepted = await client.post(
         "/v1/messages",
-        json={"text": "x", "recipients": [{"messenger": "whatsapp", "id": "+44 20 7946 0000"}]},
+        json={
+            "text": "x",
+            "recipients": [{"messenger": "whatsapp", "id": "+44 20 7946 0000"}],
+        },
     )
     await wait_status(accepted.json()["deliveries"][0]["id"], {"sent"})
 
-    page = (await client.get("/v1/emulator/whatsapp/inbox?recipient=00442079460000")).json()
+    page = (
+        await client.get("/v1/emulator/whatsapp/inbox?recipient=00442079460000")
+    ).json()
     bad = await client.get("/v1/emulator/whatsapp/inbox?recipient=abc")
 
     assert [i["recipient"] for i in page["items"]] == ["+442079460000"]

@@ -1,0 +1,67 @@
+"""Delivery statuses and time-ordered ids."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from notifier.domain.ids import new_id
+from notifier.domain.models import DeliveryStatus
+
+MAX_MS = 2**48 - 1
+
+
+@pytest.mark.parametrize(
+    ("status", "terminal"),
+    [
+        (DeliveryStatus.PENDING, False),  # waits for its time or a sender
+        (DeliveryStatus.SENDING, False),  # under a lease, may come back
+        (DeliveryStatus.SENT, True),  # done
+        (DeliveryStatus.FAILED, True),  # only an explicit retry revives it
+        (DeliveryStatus.CANCELLED, True),  # the client withdrew it
+    ],
+)
+def test_delivery_status_is_terminal(status: DeliveryStatus, terminal: bool) -> None:
+    assert status.is_terminal is terminal
+
+
+@given(st.integers(min_value=0, max_value=MAX_MS))
+def test_new_id_is_a_uuid7_carrying_its_time(now_ms: int) -> None:
+    ident = new_id(now_ms)
+
+    parsed = uuid.UUID(ident)
+    assert str(parsed) == ident
+    assert parsed.version == 7
+    assert parsed.variant == uuid.RFC_4122
+    assert parsed.int >> 80 == now_ms
+
+
+def test_new_id_defaults_to_the_current_time() -> None:
+    before_ms = time.time_ns() // 1_000_000
+
+    ident = new_id()
+
+    after_ms = time.time_ns() // 1_000_000
+    assert before_ms <= uuid.UUID(ident).int >> 80 <= after_ms
+
+
+@given(
+    st.integers(min_value=0, max_value=MAX_MS - 1),
+    st.integers(min_value=1, max_value=MAX_MS),
+)
+def test_new_id_later_ids_sort_later(earlier_ms: int, gap_ms: int) -> None:
+    later_ms = min(earlier_ms + gap_ms, MAX_MS)
+
+    earlier, later = new_id(earlier_ms), new_id(later_ms)
+
+    assert earlier < later
+
+
+def test_new_id_is_unique_within_one_millisecond() -> None:
+    ids = {new_id(1_700_000_000_000) for _ in range(1000)}
+
+    assert len(ids) == 1000
