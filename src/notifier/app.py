@@ -7,14 +7,17 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import structlog
-from litestar import Litestar, get
+from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
+from litestar.plugins.prometheus import PrometheusConfig
 
 from notifier import __version__
+from notifier.api.ops import live, ready, scrape
 from notifier.api.problems import EXCEPTION_HANDLERS
 from notifier.api.routes import v1
 from notifier.config import Config
 from notifier.dispatcher import Dispatcher
+from notifier.dispatcher.janitor import Janitor
 from notifier.domain.models import Messenger
 from notifier.domain.retry import RetryPolicy
 from notifier.messengers.emulator import EmulatedMessenger
@@ -25,6 +28,15 @@ from notifier.storage.sqlite import SqliteOutbox
 log = structlog.get_logger("notifier.app")
 
 MAX_BODY_BYTES = 1024 * 1024
+
+# Route templates, not raw paths, label the HTTP metrics: ids stay out of labels.
+_HTTP_METRICS = PrometheusConfig(
+    app_name="notifier",
+    prefix="notifier_http",
+    group_path=True,
+    exclude_unhandled_paths=True,
+    exclude=["/metrics"],
+)
 
 
 async def start_services(
@@ -48,21 +60,27 @@ async def start_services(
         concurrency=d.concurrency,
         clock=clock,
     )
+    r = config.retention
+    janitor = Janitor(
+        outbox,
+        finished_after_days=r.finished_after_days,
+        dedupe_window_days=r.dedupe_window_days,
+        idempotency_key_hours=r.idempotency_key_hours,
+        interval_s=r.interval_s,
+        batch_size=r.batch_size,
+        clock=clock,
+    )
     await dispatcher.start()
-    return Services(config, outbox, inbox, emulators, dispatcher, clock)
+    await janitor.start()
+    return Services(config, outbox, inbox, emulators, dispatcher, janitor, clock)
 
 
 async def stop_services(services: Services) -> None:
     """Drain the dispatcher within the grace period, then close the databases."""
+    await services.janitor.stop()
     await services.dispatcher.stop(services.config.dispatcher.shutdown_grace_s)
     await services.outbox.close()
     await services.inbox.close()
-
-
-@get("/health/live", summary="Liveness probe", include_in_schema=True)
-async def live() -> dict[str, str]:
-    """Answer 200 while the process serves requests."""
-    return {"status": "ok"}
 
 
 def create_app(config: Config, clock: Callable[[], float] = time.time) -> Litestar:
@@ -78,10 +96,11 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> Litest
             await stop_services(services)
 
     return Litestar(
-        route_handlers=[v1, live],
+        route_handlers=[v1, live, ready, scrape],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=OpenAPIConfig(title="notifier", version=__version__),
         logging_config=None,
+        middleware=[_HTTP_METRICS.middleware],
     )

@@ -6,6 +6,7 @@ import os
 import re
 import tomllib
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -60,6 +61,19 @@ class DispatcherConfig(_Section, frozen=True):
     shutdown_grace_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
 
 
+class RetentionConfig(_Section, frozen=True):
+    """How long finished deliveries, dedupe records and idempotency keys stay.
+
+    A value of 0 days keeps them forever.
+    """
+
+    finished_after_days: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    dedupe_window_days: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    idempotency_key_hours: Positive = 24.0
+    interval_s: Positive = 60.0
+    batch_size: PositiveInt = 500
+
+
 class EmulatorConfig(_Section, frozen=True):
     """The emulated messengers: where their inbox lives and how each behaves."""
 
@@ -83,6 +97,7 @@ class Config(_Section, frozen=True):
     database: DatabaseConfig = DatabaseConfig()
     api: ApiConfig = ApiConfig()
     dispatcher: DispatcherConfig = DispatcherConfig()
+    retention: RetentionConfig = RetentionConfig()
     emulator: EmulatorConfig = EmulatorConfig()
     logging: LoggingConfig = LoggingConfig()
 
@@ -105,6 +120,23 @@ def _leaf_paths(
             yield path
 
 
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A validated config and, for every key, where its value came from."""
+
+    config: Config
+    sources: dict[str, str]
+
+    def values(self) -> Iterator[tuple[str, Any, str]]:
+        """Yield (dotted key, value, source) for every key, in declaration order."""
+        for path in _leaf_paths(Config, ()):
+            value: Any = self.config
+            for part in path:
+                value = getattr(value, part)
+            key = ".".join(path)
+            yield key, value, self.sources[key]
+
+
 def load(
     path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> Config:
@@ -113,6 +145,13 @@ def load(
     Without ``path``, NOTIFIER_CONFIG names the file, else ./notifier.toml is
     read when it exists. Raises ConfigError naming the key and the reason.
     """
+    return resolve(path, environ).config
+
+
+def resolve(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Resolved:
+    """Like load, and also say where each value came from."""
     environ = os.environ if environ is None else environ
     data, sources = _read_file(path, environ)
     _apply_env(data, sources, environ)
@@ -121,7 +160,28 @@ def load(
     except msgspec.ValidationError as exc:
         raise ConfigError(_explain(str(exc), sources)) from exc
     _check(config)
-    return config
+    return Resolved(config, _leaf_sources(data, sources))
+
+
+def _leaf_sources(
+    data: Mapping[str, Any], sources: Mapping[str, str]
+) -> dict[str, str]:
+    found = {}
+    for path in _leaf_paths(Config, ()):
+        key = ".".join(path)
+        node: Any = data
+        for part in path:
+            node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
+        if key in sources:
+            found[key] = f"environment {sources[key].split('=')[0]}"
+        elif node is not _MISSING:
+            found[key] = f"file {sources['']}"
+        else:
+            found[key] = "default"
+    return found
+
+
+_MISSING = object()
 
 
 def _read_file(

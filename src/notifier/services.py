@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from notifier.config import Config
 from notifier.dispatcher import Dispatcher
+from notifier.dispatcher.janitor import Janitor
 from notifier.domain.models import Messenger
 from notifier.messengers.emulator import EmulatedMessenger
 from notifier.messengers.inbox import Inbox
@@ -16,13 +17,14 @@ from notifier.storage.base import Outbox
 
 @dataclass
 class Services:
-    """What the handlers need: config, outbox, emulators and the dispatcher."""
+    """What the handlers need: config, outbox, emulators and background loops."""
 
     config: Config
     outbox: Outbox
     inbox: Inbox
     emulators: dict[Messenger, EmulatedMessenger]
     dispatcher: Dispatcher
+    janitor: Janitor
     clock: Callable[[], float] = field(default=time.time)
 
     def now_ms(self) -> int:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from conftest import WaitStatus
-
 
 def later() -> str:
     return (datetime.now(UTC) + timedelta(hours=1)).isoformat()
@@ -20,7 +18,7 @@ async def send(client, recipient: dict[str, str], text: str = "hi", **extra) -> 
 
 
 async def test_get_delivery_lists_retries_of_a_flaky_recipient(
-    client, wait_status: WaitStatus
+    client, wait_status
 ) -> None:
     delivery_id = await send(client, {"messenger": "viber", "id": "test-flaky"})
 
@@ -33,7 +31,7 @@ async def test_get_delivery_lists_retries_of_a_flaky_recipient(
 
 
 async def test_get_delivery_fails_a_blocked_recipient_at_once(
-    client, wait_status: WaitStatus
+    client, wait_status
 ) -> None:
     delivery_id = await send(client, {"messenger": "telegram", "id": "@test_blocked"})
 
@@ -43,9 +41,7 @@ async def test_get_delivery_fails_a_blocked_recipient_at_once(
     assert "blocked" in detail["last_error"]
 
 
-async def test_get_delivery_fails_after_max_attempts(
-    client, wait_status: WaitStatus
-) -> None:
+async def test_get_delivery_fails_after_max_attempts(client, wait_status) -> None:
     delivery_id = await send(client, {"messenger": "whatsapp", "id": "+15550100002"})
 
     detail = await wait_status(delivery_id, {"failed"})
@@ -103,9 +99,7 @@ async def test_cancel_delivery_stops_a_scheduled_send(client) -> None:
     assert response.json()["next_attempt_at"] is None
 
 
-async def test_cancel_delivery_answers_409_once_sent(
-    client, wait_status: WaitStatus
-) -> None:
+async def test_cancel_delivery_answers_409_once_sent(client, wait_status) -> None:
     delivery_id = await send(client, {"messenger": "viber", "id": "user1"})
     await wait_status(delivery_id, {"sent"})
 
@@ -115,9 +109,7 @@ async def test_cancel_delivery_answers_409_once_sent(
     assert response.json()["delivery"]["status"] == "sent"
 
 
-async def test_retry_delivery_requeues_a_failed_one(
-    client, wait_status: WaitStatus
-) -> None:
+async def test_retry_delivery_requeues_a_failed_one(client, wait_status) -> None:
     delivery_id = await send(client, {"messenger": "telegram", "id": "@test_blocked"})
     await wait_status(delivery_id, {"failed"})
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from conftest import WaitStatus
-
 
 async def test_get_emulator_returns_configured_settings(client) -> None:
     response = await client.get("/v1/emulator/telegram")
@@ -27,7 +25,7 @@ async def test_put_emulator_changes_only_given_fields(client) -> None:
     assert (await client.get("/v1/emulator/telegram")).json()["latency_ms"] == 0
 
 
-async def test_put_emulator_makes_sends_fail(client, wait_status: WaitStatus) -> None:
+async def test_put_emulator_makes_sends_fail(client, wait_status) -> None:
     await client.put("/v1/emulator/viber", json={"permanent_error_rate": 1.0})
 
     accepted = await client.post(
@@ -64,9 +62,7 @@ async def test_emulator_routes_reject_unknown_messenger(client) -> None:
     assert response.status_code == 422
 
 
-async def test_read_inbox_normalises_the_recipient_filter(
-    client, wait_status: WaitStatus
-) -> None:
+async def test_read_inbox_normalises_the_recipient_filter(client, wait_status) -> None:
     accepted = await client.post(
         "/v1/messages",
         json={

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from conftest import WaitStatus
 
 ALICE = {"messenger": "telegram", "id": "@alice_bot"}
 BOB = {"messenger": "whatsapp", "id": "+7 999 123-45-67"}
@@ -54,9 +53,7 @@ async def test_send_message_marks_repeat_text_as_duplicate(client) -> None:
     assert fresh["duplicate"] is False
 
 
-async def test_send_message_delivers_to_the_inbox(
-    client, wait_status: WaitStatus
-) -> None:
+async def test_send_message_delivers_to_the_inbox(client, wait_status) -> None:
     accepted = (await client.post("/v1/messages", json=body("ping", BOB))).json()
     delivery_id = accepted["deliveries"][0]["id"]
 
@@ -84,9 +81,7 @@ async def test_send_message_holds_a_scheduled_delivery(client) -> None:
     assert detail["attempts"] == []
 
 
-async def test_send_message_replays_idempotent_request(
-    client, wait_status: WaitStatus
-) -> None:
+async def test_send_message_replays_idempotent_request(client, wait_status) -> None:
     headers = {"Idempotency-Key": "order-42"}
     first = await client.post("/v1/messages", json=body("hi"), headers=headers)
     await wait_status(first.json()["deliveries"][0]["id"], {"sent"})
@@ -159,9 +154,7 @@ async def test_send_message_rejects_oversized_body(client) -> None:
     assert response.status_code == 413
 
 
-async def test_get_message_shows_current_statuses(
-    client, wait_status: WaitStatus
-) -> None:
+async def test_get_message_shows_current_statuses(client, wait_status) -> None:
     accepted = (await client.post("/v1/messages", json=body("hi", ALICE, BOB))).json()
     for d in accepted["deliveries"]:
         await wait_status(d["id"], {"sent"})

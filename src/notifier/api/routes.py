@@ -12,6 +12,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, HeaderParameter, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
+from notifier import metrics
 from notifier.api.problems import MalformedBody, from_msgspec
 from notifier.api.schemas import (
     DeliveryDetail,
@@ -25,6 +26,7 @@ from notifier.api.schemas import (
     MessageOut,
     MessengerName,
     SendMessage,
+    StatsOut,
     StatusName,
     to_datetime,
 )
@@ -100,6 +102,9 @@ async def send_message(
     accepted = await services.outbox.accept(message, claim)
     if not accepted.replayed:
         services.dispatcher.notify()
+        for d in accepted.deliveries:
+            counter = metrics.DEDUPLICATED if d.duplicate else metrics.ACCEPTED
+            counter.labels(d.delivery.messenger.value).inc()
 
     return MessageAccepted(
         accepted.message_id, [DeliveryOut.of(d) for d in accepted.deliveries]
@@ -154,6 +159,7 @@ async def cancel_delivery(
 ) -> DeliverySummary:
     """Cancel a delivery that is still pending; 409 once it is sending or final."""
     delivery = await services.outbox.cancel(delivery_id, services.now_ms())
+    metrics.FINISHED.labels(delivery.messenger.value, delivery.status.value).inc()
     return DeliverySummary.of(delivery)
 
 
@@ -165,6 +171,13 @@ async def retry_delivery(
     delivery = await services.outbox.retry(delivery_id, services.now_ms())
     services.dispatcher.notify()
     return DeliverySummary.of(delivery)
+
+
+@get("/stats", summary="Counts by status and messenger")
+async def get_stats(services: Injected) -> StatsOut:
+    """Return delivery counts, what is waiting, and the last minute's throughput."""
+    now_ms = services.now_ms()
+    return StatsOut.of(await services.outbox.stats(now_ms), now_ms)
 
 
 @get("/emulator/{messenger:str}/inbox", summary="Read an emulated messenger's inbox")
@@ -226,6 +239,7 @@ v1 = Router(
         list_deliveries,
         cancel_delivery,
         retry_delivery,
+        get_stats,
         read_inbox,
         get_emulator,
         put_emulator,

@@ -7,8 +7,15 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from notifier.domain.models import AcceptedDelivery, Attempt, Delivery
+from notifier.domain.models import (
+    AcceptedDelivery,
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    Messenger,
+)
 from notifier.messengers.inbox import InboxItem
+from notifier.storage.base import OutboxStats
 
 MessengerName = Literal["telegram", "whatsapp", "viber"]
 StatusName = Literal["pending", "sending", "sent", "failed", "cancelled"]
@@ -201,3 +208,35 @@ class EmulatorPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
         Annotated[float, msgspec.Meta(ge=0.0, le=3600.0)] | msgspec.UnsetType
     ) = msgspec.UNSET
     permanent_error_rate: Rate | msgspec.UnsetType = msgspec.UNSET
+
+
+class StatsOut(msgspec.Struct):
+    """GET /v1/stats: where the deliveries are, for people without Prometheus."""
+
+    deliveries: dict[MessengerName, dict[StatusName, int]]
+    totals: dict[StatusName, int]
+    due_now: int
+    scheduled: int
+    oldest_due_age_s: float | None
+    sent_last_minute: int
+
+    @classmethod
+    def of(cls, stats: OutboxStats, now_ms: int) -> StatsOut:
+        """Build from the outbox's counts, with a zero for every empty cell."""
+        by_messenger: dict[MessengerName, dict[StatusName, int]] = {
+            m.value: {s.value: stats.counts.get((m, s), 0) for s in DeliveryStatus}
+            for m in Messenger
+        }
+        totals: dict[StatusName, int] = {
+            s.value: sum(stats.counts.get((m, s), 0) for m in Messenger)
+            for s in DeliveryStatus
+        }
+        oldest = stats.oldest_due_ms
+        return cls(
+            deliveries=by_messenger,
+            totals=totals,
+            due_now=sum(stats.due.values()),
+            scheduled=sum(stats.scheduled.values()),
+            oldest_due_age_s=None if oldest is None else max(0, now_ms - oldest) / 1000,
+            sent_last_minute=stats.sent_last_minute,
+        )

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 
 import structlog
 
+from notifier import metrics
 from notifier.domain.models import Claim, DeliveryStatus, Messenger, Outcome, Result
 from notifier.domain.retry import RetryPolicy, decide
 from notifier.messengers.base import PermanentError, RateLimited, Sender, TransientError
@@ -147,6 +148,7 @@ class Dispatcher:
             attempt=claim.attempt,
         )
         if claim.reclaimed:
+            metrics.LEASES_RECLAIMED.labels(claim.messenger.value).inc()
             bound.warning("lease_expired")
         bound.info("delivery_claimed")
         self._in_flight[claim.messenger] += 1
@@ -181,11 +183,12 @@ class Dispatcher:
         finally:
             self._in_flight[claim.messenger] -= 1
             self._wake.set()
-        duration_ms = (time.perf_counter() - started) * 1000
+        duration_s = time.perf_counter() - started
         decision = decide(
             self._policy, outcome, claim.attempts_counted, self._rng, retry_after_s
         )
         now_ms = self._now_ms()
+        _observe(claim, outcome, duration_s, now_ms)
         due_ms = None
         if decision.delay_s is not None:
             due_ms = now_ms + int(decision.delay_s * 1000)
@@ -208,7 +211,7 @@ class Dispatcher:
             "attempt_finished",
             delivery_id=claim.delivery_id,
             outcome=outcome.value,
-            duration_ms=round(duration_ms, 1),
+            duration_ms=round(duration_s * 1000, 1),
         )
 
     async def _record_loop(self) -> None:
@@ -233,6 +236,15 @@ class Dispatcher:
     def _drained(self) -> bool:
         claimer_done = self._claimer is None or self._claimer.done()
         return claimer_done and not self._active and not self._results
+
+
+def _observe(claim: Claim, outcome: Outcome, duration_s: float, now_ms: int) -> None:
+    messenger = claim.messenger.value
+    metrics.ATTEMPTS.labels(messenger, outcome.value).inc()
+    metrics.SEND_SECONDS.labels(messenger).observe(duration_s)
+    if outcome is Outcome.SENT:
+        waited_s = max(0, now_ms - claim.created_at_ms) / 1000
+        metrics.ACCEPT_TO_SENT_SECONDS.labels(messenger).observe(waited_s)
 
 
 def _filled_any(claims: list[Claim], limits: Mapping[Messenger, int]) -> bool:
@@ -266,6 +278,8 @@ _EVENTS = {
 
 def _log_results(batch: list[Result], applied: list[Result]) -> None:
     for result in applied:
+        if result.status.is_terminal:
+            metrics.FINISHED.labels(result.messenger.value, result.status.value).inc()
         event, level = _EVENTS[result.status]
         if result.outcome is Outcome.RELEASED:
             event, level = "delivery_released", "info"

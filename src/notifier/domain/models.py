@@ -126,6 +126,7 @@ class Claim:
     attempt: int
     attempts_counted: int
     reclaimed: bool
+    created_at_ms: int
 
 
 @dataclass(frozen=True, slots=True)

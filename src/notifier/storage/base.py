@@ -46,6 +46,37 @@ class StoredMessage:
     deliveries: list[AcceptedDelivery]
 
 
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    """Counts for /v1/stats and the metrics; times are epoch milliseconds."""
+
+    counts: dict[tuple[Messenger, DeliveryStatus], int]
+    due: dict[Messenger, int]
+    scheduled: dict[Messenger, int]
+    oldest_due_ms: int | None
+    sent_last_minute: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """How many rows of each kind one retention batch removed."""
+
+    deliveries: int
+    messages: int
+    dedupe_records: int
+    idempotency_keys: int
+
+    @property
+    def total(self) -> int:
+        """Return the number of rows removed in all."""
+        return (
+            self.deliveries
+            + self.messages
+            + self.dedupe_records
+            + self.idempotency_keys
+        )
+
+
 class Outbox(Protocol):
     """Stores messages and hands due deliveries to the dispatcher under leases."""
 
@@ -98,6 +129,29 @@ class Outbox(Protocol):
 
     async def next_due_ms(self) -> int | None:
         """Return when the earliest unfinished delivery falls due, if any."""
+        ...
+
+    async def ping(self) -> None:
+        """Run a trivial query; raise if the database does not answer."""
+        ...
+
+    async def stats(self, now_ms: int) -> OutboxStats:
+        """Count deliveries by messenger and status, and what is waiting."""
+        ...
+
+    async def prune(
+        self,
+        *,
+        finished_before_ms: int,
+        dedupe_before_ms: int | None,
+        idempotency_before_ms: int,
+        limit: int,
+    ) -> Pruned:
+        """Remove one batch of old final deliveries; keep their dedupe records."""
+        ...
+
+    async def checkpoint(self) -> None:
+        """Fold the write-ahead log into the database and shrink it."""
         ...
 
     async def close(self) -> None:

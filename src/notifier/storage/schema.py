@@ -6,6 +6,8 @@ PRAGMAS = (
     "PRAGMA journal_mode = WAL",
     "PRAGMA busy_timeout = 10000",
     "PRAGMA temp_store = MEMORY",
+    # After each checkpoint that resets it, the WAL file is cut back to this size.
+    "PRAGMA journal_size_limit = 16777216",
 )
 
 CREATE_MESSAGES = """
@@ -45,12 +47,33 @@ CREATE INDEX IF NOT EXISTS deliveries_status ON deliveries (status, id)"""
 CREATE_MESSENGER_INDEX = """
 CREATE INDEX IF NOT EXISTS deliveries_messenger ON deliveries (messenger, id)"""
 
+CREATE_MESSAGE_INDEX = """
+CREATE INDEX IF NOT EXISTS deliveries_message ON deliveries (message_id)"""
+
+CREATE_SENT_INDEX = """
+CREATE INDEX IF NOT EXISTS deliveries_sent
+ON deliveries (sent_at_ms) WHERE sent_at_ms IS NOT NULL"""
+
+# Final deliveries (due_at_ms NULL) by age, for retention.
+CREATE_FINISHED_INDEX = """
+CREATE INDEX IF NOT EXISTS deliveries_finished
+ON deliveries (updated_at_ms) WHERE due_at_ms IS NULL"""
+
 # The dedupe record is kept apart from deliveries so that it can outlive them.
+# When retention prunes the delivery, its final status and send time stay here,
+# which is all a duplicate's answer shows.
 CREATE_DEDUPE = """
 CREATE TABLE IF NOT EXISTS dedupe (
     key BLOB PRIMARY KEY,
-    delivery_id TEXT NOT NULL
+    delivery_id TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    final_status TEXT,
+    final_send_at_ms INTEGER
 ) WITHOUT ROWID"""
+
+CREATE_DEDUPE_PRUNED_INDEX = """
+CREATE INDEX IF NOT EXISTS dedupe_pruned
+ON dedupe (created_at_ms) WHERE final_status IS NOT NULL"""
 
 CREATE_MESSAGE_DELIVERIES = """
 CREATE TABLE IF NOT EXISTS message_deliveries (
@@ -81,14 +104,22 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     created_at_ms INTEGER NOT NULL
 )"""
 
+CREATE_IDEMPOTENCY_AGE_INDEX = """
+CREATE INDEX IF NOT EXISTS idempotency_keys_age ON idempotency_keys (created_at_ms)"""
+
 DDL = (
     CREATE_MESSAGES,
     CREATE_DELIVERIES,
     CREATE_DUE_INDEX,
     CREATE_STATUS_INDEX,
     CREATE_MESSENGER_INDEX,
+    CREATE_MESSAGE_INDEX,
+    CREATE_SENT_INDEX,
+    CREATE_FINISHED_INDEX,
     CREATE_DEDUPE,
+    CREATE_DEDUPE_PRUNED_INDEX,
     CREATE_MESSAGE_DELIVERIES,
     CREATE_ATTEMPTS,
     CREATE_IDEMPOTENCY,
+    CREATE_IDEMPOTENCY_AGE_INDEX,
 )

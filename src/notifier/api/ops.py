@@ -1,0 +1,60 @@
+"""Probes and metrics: routes outside /v1 that operators and orchestrators call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Response, get
+from litestar.datastructures import State
+from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from notifier import metrics
+from notifier.services import Services
+
+# The dispatcher ticks at least once per poll interval; allow a few to pass.
+_TICKS_MISSED = 3
+
+
+@get("/health/live", summary="Liveness probe", tags=["operations"])
+async def live() -> dict[str, str]:
+    """Answer 200 while the process serves requests."""
+    return {"status": "ok"}
+
+
+@get("/health/ready", summary="Readiness probe", tags=["operations"])
+async def ready(state: State) -> Response[dict[str, Any]]:
+    """Answer 200 when the database answers and the dispatcher loop is ticking."""
+    services: Services = state.services
+    problems = []
+    try:
+        await services.outbox.ping()
+    except Exception as exc:
+        problems.append(f"the database does not answer: {exc}")
+    poll_s = services.config.dispatcher.poll_interval_s
+    tick_s = services.dispatcher.last_tick_s
+    age_s = None if tick_s is None else services.clock() - tick_s
+    if age_s is None or age_s > _TICKS_MISSED * poll_s + 1:
+        problems.append(
+            "the dispatcher loop has not ticked "
+            + ("yet" if age_s is None else f"for {age_s:.1f} s")
+        )
+    status = HTTP_503_SERVICE_UNAVAILABLE if problems else HTTP_200_OK
+    body: dict[str, Any] = {"status": "unavailable" if problems else "ok"}
+    if problems:
+        body["reasons"] = problems
+    return Response(body, status_code=status)
+
+
+@get(
+    "/metrics",
+    summary="Prometheus metrics",
+    tags=["operations"],
+    media_type=CONTENT_TYPE_LATEST,
+)
+async def scrape(state: State) -> Response[bytes]:
+    """Return every metric in Prometheus text format, with fresh outbox gauges."""
+    services: Services = state.services
+    now_ms = services.now_ms()
+    metrics.observe_outbox(await services.outbox.stats(now_ms), now_ms)
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,71 @@
+"""Prometheus metrics of notifier, in the process-wide default registry.
+
+Labels are bounded: messenger, outcome and state only, never a recipient or
+an id. HTTP requests are counted by Litestar's Prometheus middleware.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from notifier.domain.models import DeliveryStatus, Messenger
+from notifier.storage.base import OutboxStats
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 86400)
+
+ACCEPTED = Counter(
+    "notifier_deliveries_accepted", "New deliveries stored.", ["messenger"]
+)
+DEDUPLICATED = Counter(
+    "notifier_deliveries_deduplicated",
+    "Recipients answered with an existing delivery of the same text.",
+    ["messenger"],
+)
+FINISHED = Counter(
+    "notifier_deliveries_finished",
+    "Deliveries that reached a final status.",
+    ["messenger", "status"],
+)
+ATTEMPTS = Counter(
+    "notifier_attempts", "Send attempts by outcome.", ["messenger", "outcome"]
+)
+LEASES_RECLAIMED = Counter(
+    "notifier_leases_reclaimed",
+    "Deliveries claimed again after their lease ran out.",
+    ["messenger"],
+)
+SEND_SECONDS = Histogram(
+    "notifier_send_duration_seconds",
+    "Time one send to a messenger took.",
+    ["messenger"],
+    buckets=_LATENCY_BUCKETS,
+)
+ACCEPT_TO_SENT_SECONDS = Histogram(
+    "notifier_accept_to_sent_seconds",
+    "Time from accepting a delivery to the messenger taking it.",
+    ["messenger"],
+    buckets=_WAIT_BUCKETS,
+)
+PENDING = Gauge(
+    "notifier_deliveries_pending",
+    "Pending deliveries: due now, or scheduled later.",
+    ["messenger", "state"],
+)
+OLDEST_DUE_AGE = Gauge(
+    "notifier_oldest_due_age_seconds",
+    "How long the oldest due delivery has waited; 0 when none is due.",
+)
+
+FINAL_STATUSES = (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.CANCELLED)
+
+
+def observe_outbox(stats: OutboxStats, now_ms: int) -> None:
+    """Set the gauges from a fresh count of the outbox."""
+    for messenger in Messenger:
+        PENDING.labels(messenger.value, "due").set(stats.due.get(messenger, 0))
+        PENDING.labels(messenger.value, "scheduled").set(
+            stats.scheduled.get(messenger, 0)
+        )
+    oldest = stats.oldest_due_ms
+    OLDEST_DUE_AGE.set(0 if oldest is None else max(0, now_ms - oldest) / 1000)

@@ -1,0 +1,141 @@
+"""Claiming due deliveries under leases, and writing back attempt results."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+
+import aiosqlite
+
+from notifier.domain.models import Claim, Messenger, Result
+from notifier.storage.sqlite.rows import chunks, marks
+
+_CLAIM_ONE = """
+SELECT id FROM (SELECT id FROM deliveries
+    WHERE messenger = '{messenger}' AND due_at_ms <= :now
+    ORDER BY due_at_ms LIMIT :{messenger})"""
+
+# A subquery may stand in RETURNING, so the claim hands back the text too.
+_CLAIM = """
+UPDATE deliveries
+SET status = 'sending', lease_token = :token, due_at_ms = :lease_until,
+    attempts_made = attempts_made + 1, updated_at_ms = :now
+WHERE id IN ({selects})
+RETURNING id, message_id, messenger, recipient, attempts_made, attempts_counted,
+    (SELECT text FROM messages WHERE messages.id = deliveries.message_id),
+    created_at_ms"""
+
+_OPEN_ATTEMPT = """
+INSERT INTO attempts (delivery_id, number, lease_token, started_at_ms)
+VALUES (?, ?, ?, ?)"""
+
+_RECORD = """
+UPDATE deliveries
+SET status = ?, due_at_ms = ?, lease_token = NULL,
+    attempts_counted = attempts_counted + ?, last_error = ?, updated_at_ms = ?,
+    sent_at_ms = CASE WHEN ? = 'sent' THEN ? ELSE sent_at_ms END
+WHERE id = ?"""
+
+_FINISH_ATTEMPT = """
+UPDATE attempts SET finished_at_ms = ?, outcome = ?, error = ?
+WHERE delivery_id = ? AND number = ? AND outcome IS NULL"""
+
+
+async def claim(
+    db: aiosqlite.Connection,
+    limits: Mapping[Messenger, int],
+    now_ms: int,
+    lease_ms: int,
+) -> list[Claim]:
+    """Lease due rows per messenger and open an attempt for each; in a transaction."""
+    wanted = {m: n for m, n in limits.items() if n > 0}
+    if not wanted:
+        return []
+    token = secrets.token_hex(8)
+    selects = " UNION ALL ".join(_CLAIM_ONE.format(messenger=m.value) for m in wanted)
+    params: dict[str, object] = {m.value: n for m, n in wanted.items()}
+    params.update(token=token, lease_until=now_ms + lease_ms, now=now_ms)
+    rows = list(await db.execute_fetchall(_CLAIM.format(selects=selects), params))
+    if not rows:
+        return []
+    reclaimed = await _expire_open_attempts(db, [r[0] for r in rows], now_ms)
+    await db.executemany(_OPEN_ATTEMPT, [(r[0], r[4], token, now_ms) for r in rows])
+    return [
+        Claim(
+            delivery_id=r[0],
+            message_id=r[1],
+            messenger=Messenger(r[2]),
+            recipient=r[3],
+            text=r[6],
+            lease_token=token,
+            attempt=r[4],
+            attempts_counted=r[5],
+            reclaimed=r[0] in reclaimed,
+            created_at_ms=r[7],
+        )
+        for r in rows
+    ]
+
+
+async def record(
+    db: aiosqlite.Connection, results: Sequence[Result], now_ms: int
+) -> list[Result]:
+    """Apply the results whose lease still holds; in a transaction."""
+    held = await _held_leases(db, [r.delivery_id for r in results])
+    fresh = [
+        r for r in results if held.get(r.delivery_id) == (r.lease_token, r.attempt)
+    ]
+    await db.executemany(
+        _RECORD,
+        [
+            (
+                r.status.value,
+                r.due_at_ms,
+                int(r.counted),
+                r.error,
+                now_ms,
+                r.status.value,
+                r.finished_at_ms,
+                r.delivery_id,
+            )
+            for r in fresh
+        ],
+    )
+    await db.executemany(
+        _FINISH_ATTEMPT,
+        [
+            (r.finished_at_ms, r.outcome.value, r.error, r.delivery_id, r.attempt)
+            for r in fresh
+        ],
+    )
+    return fresh
+
+
+async def _held_leases(
+    db: aiosqlite.Connection, ids: Sequence[str]
+) -> dict[str, tuple[str, int]]:
+    held: dict[str, tuple[str, int]] = {}
+    for chunk in chunks(ids):
+        rows = await db.execute_fetchall(
+            "SELECT id, lease_token, attempts_made FROM deliveries "
+            f"WHERE status = 'sending' AND id IN ({marks(len(chunk))})",
+            chunk,
+        )
+        held.update((r[0], (r[1], r[2])) for r in rows)
+    return held
+
+
+async def _expire_open_attempts(
+    db: aiosqlite.Connection, ids: Sequence[str], now_ms: int
+) -> set[str]:
+    expired: set[str] = set()
+    for chunk in chunks(ids):
+        rows = await db.execute_fetchall(
+            "UPDATE attempts SET finished_at_ms = ?, outcome = 'lease_expired', "
+            "error = 'the lease ran out before the attempt reported' "
+            f"WHERE outcome IS NULL AND delivery_id IN ({marks(len(chunk))}) "
+            "RETURNING delivery_id",
+            (now_ms, *chunk),
+        )
+        expired.update(r[0] for r in rows)
+    return expired

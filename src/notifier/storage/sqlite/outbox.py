@@ -1,0 +1,283 @@
+"""SqliteOutbox: the Outbox on one SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiosqlite
+
+from notifier.domain.errors import Conflict, NotFound
+from notifier.domain.models import (
+    AcceptedDelivery,
+    Attempt,
+    Claim,
+    Delivery,
+    DeliveryStatus,
+    Messenger,
+    NewMessage,
+    Outcome,
+    Result,
+)
+from notifier.storage.base import (
+    Accepted,
+    IdempotencyClaim,
+    OutboxStats,
+    Pruned,
+    StoredMessage,
+)
+from notifier.storage.schema import DDL
+from notifier.storage.sqlite import accepting, leasing, upkeep
+from notifier.storage.sqlite.rows import (
+    DELIVERY_COLUMNS,
+    Synchronous,
+    connect,
+    deliveries_by_id,
+    delivery,
+)
+
+
+class SqliteOutbox:
+    """The outbox on one SQLite file: one writer connection, one reader connection.
+
+    WAL mode lets the reader see committed state while the writer works; all
+    writes go through one connection, behind a lock, in BEGIN IMMEDIATE
+    transactions so that several processes on one file queue instead of failing.
+    """
+
+    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
+        self._writer = writer
+        self._reader = reader
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(
+        cls, path: str | os.PathLike[str], synchronous: Synchronous = "full"
+    ) -> SqliteOutbox:
+        """Open (creating if needed) the database at ``path`` and its schema."""
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        writer = await connect(path, synchronous)
+        for statement in DDL:
+            await writer.execute(statement)
+        reader = await connect(path, synchronous)
+        return cls(writer, reader)
+
+    async def close(self) -> None:
+        """Close both connections."""
+        await self._reader.close()
+        await self._writer.close()
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """Run the body in one write transaction: commit, or roll back and re-raise."""
+        async with self._lock:
+            try:
+                await self._writer.execute("BEGIN IMMEDIATE")
+                yield self._writer
+                await self._writer.execute("COMMIT")
+            except BaseException:
+                # aiosqlite runs statements in order on its thread, even for a
+                # cancelled caller: this ROLLBACK follows whatever was queued.
+                await self._rollback()
+                raise
+
+    async def _rollback(self) -> None:
+        try:
+            await self._writer.execute("ROLLBACK")
+        except sqlite3.OperationalError as exc:
+            if "no transaction is active" not in str(exc):
+                raise
+
+    async def accept(
+        self, message: NewMessage, idempotency: IdempotencyClaim | None = None
+    ) -> Accepted:
+        """Store a message and one delivery per new recipient, all or nothing."""
+        async with self._transaction() as db:
+            if idempotency is not None:
+                replay = await accepting.replay(db, idempotency)
+                if replay is not None:
+                    return replay
+            accepted = await accepting.insert_message(db, message)
+            if idempotency is not None:
+                await accepting.remember(db, idempotency, accepted)
+        return accepted
+
+    async def get_message(self, message_id: str) -> StoredMessage:
+        """Return a message and its deliveries, or raise NotFound.
+
+        A duplicate whose delivery retention has removed is left out.
+        """
+        rows = await self._reader.execute_fetchall(
+            "SELECT text, created_at_ms FROM messages WHERE id = ?", (message_id,)
+        )
+        if not rows:
+            raise NotFound("message", message_id)
+        text, created_at_ms = next(iter(rows))
+        links = await self._reader.execute_fetchall(
+            "SELECT delivery_id, duplicate FROM message_deliveries "
+            "WHERE message_id = ? ORDER BY position",
+            (message_id,),
+        )
+        pairs = [(row[0], bool(row[1])) for row in links]
+        found = await deliveries_by_id(self._reader, [p[0] for p in pairs])
+        deliveries = [AcceptedDelivery(found[i], dup) for i, dup in pairs if i in found]
+        return StoredMessage(message_id, text, created_at_ms, deliveries)
+
+    async def get_delivery(self, delivery_id: str) -> Delivery:
+        """Return one delivery, or raise NotFound."""
+        found = await deliveries_by_id(self._reader, [delivery_id])
+        if delivery_id not in found:
+            raise NotFound("delivery", delivery_id)
+        return found[delivery_id]
+
+    async def list_attempts(self, delivery_id: str) -> list[Attempt]:
+        """Return a delivery's attempts, oldest first."""
+        rows = await self._reader.execute_fetchall(
+            "SELECT number, started_at_ms, finished_at_ms, outcome, error "
+            "FROM attempts WHERE delivery_id = ? ORDER BY number",
+            (delivery_id,),
+        )
+        return [
+            Attempt(r[0], r[1], r[2], Outcome(r[3]) if r[3] else None, r[4])
+            for r in rows
+        ]
+
+    async def list_deliveries(
+        self,
+        *,
+        status: DeliveryStatus | None,
+        messenger: Messenger | None,
+        limit: int,
+        before_id: str | None,
+    ) -> list[Delivery]:
+        """Return up to ``limit`` deliveries newest first, older than ``before_id``."""
+        where, params = [], []
+        for column, value in (
+            ("status = ?", status),
+            ("messenger = ?", messenger),
+            ("id < ?", before_id),
+        ):
+            if value is not None:
+                where.append(column)
+                params.append(str(value))
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = await self._reader.execute_fetchall(
+            f"SELECT {DELIVERY_COLUMNS} FROM deliveries {clause} "
+            "ORDER BY id DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [delivery(r) for r in rows]
+
+    async def cancel(self, delivery_id: str, now_ms: int) -> Delivery:
+        """Cancel a pending delivery, or raise Conflict with its current record."""
+        return await self._transition(
+            delivery_id,
+            "SET status = 'cancelled', due_at_ms = NULL, updated_at_ms = ? "
+            "WHERE id = ? AND status = 'pending'",
+            now_ms,
+            "only a pending delivery can be cancelled",
+        )
+
+    async def retry(self, delivery_id: str, now_ms: int) -> Delivery:
+        """Queue a failed delivery again with a fresh budget, or raise Conflict."""
+        return await self._transition(
+            delivery_id,
+            "SET status = 'pending', due_at_ms = ?1, attempts_counted = 0, "
+            "last_error = NULL, updated_at_ms = ?1 WHERE id = ?2 AND status = 'failed'",
+            now_ms,
+            "only a failed delivery can be retried",
+        )
+
+    async def _transition(
+        self, delivery_id: str, update: str, now_ms: int, rule: str
+    ) -> Delivery:
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                f"UPDATE deliveries {update}", (now_ms, delivery_id)
+            )
+            changed = cursor.rowcount
+            found = await deliveries_by_id(db, [delivery_id])
+        if delivery_id not in found:
+            raise NotFound("delivery", delivery_id)
+        current = found[delivery_id]
+        if not changed:
+            raise Conflict(
+                f"Delivery {delivery_id!r} is {current.status.value}; {rule}.", current
+            )
+        return current
+
+    async def claim(
+        self, limits: Mapping[Messenger, int], now_ms: int, lease_ms: int
+    ) -> list[Claim]:
+        """Lease up to ``limits[m]`` due deliveries per messenger; open attempts.
+
+        One UPDATE ... RETURNING takes the rows, so no two claimers can take the
+        same one; a row still 'sending' whose lease ran out is taken again, and
+        its open attempt is closed as lease_expired.
+        """
+        if not any(n > 0 for n in limits.values()):
+            return []
+        async with self._transaction() as db:
+            return await leasing.claim(db, limits, now_ms, lease_ms)
+
+    async def record(self, results: Sequence[Result], now_ms: int) -> list[Result]:
+        """Write attempt results whose lease still holds; return those applied.
+
+        A result is stale when its delivery was reclaimed after the lease ran out
+        (another lease token or attempt number); stale results change nothing.
+        """
+        if not results:
+            return []
+        async with self._transaction() as db:
+            return await leasing.record(db, results, now_ms)
+
+    async def next_due_ms(self) -> int | None:
+        """Return when the earliest unfinished delivery falls due, if any."""
+        # One MIN per messenger: each is a single step down the due index.
+        best: int | None = None
+        for messenger in Messenger:
+            rows = await self._reader.execute_fetchall(
+                "SELECT min(due_at_ms) FROM deliveries "
+                "WHERE messenger = ? AND due_at_ms IS NOT NULL",
+                (messenger.value,),
+            )
+            value = next(iter(rows))[0]
+            if value is not None and (best is None or value < best):
+                best = value
+        return best
+
+    async def ping(self) -> None:
+        """Run a trivial query; raise if the database does not answer."""
+        await self._reader.execute_fetchall("SELECT count(*) FROM messages LIMIT 1")
+
+    async def stats(self, now_ms: int) -> OutboxStats:
+        """Count deliveries by messenger and status, and what is waiting."""
+        return await upkeep.stats(self._reader, now_ms)
+
+    async def prune(
+        self,
+        *,
+        finished_before_ms: int,
+        dedupe_before_ms: int | None,
+        idempotency_before_ms: int,
+        limit: int,
+    ) -> Pruned:
+        """Remove one batch of old final deliveries; keep their dedupe records."""
+        async with self._transaction() as db:
+            return await upkeep.prune(
+                db,
+                finished_before_ms=finished_before_ms,
+                dedupe_before_ms=dedupe_before_ms,
+                idempotency_before_ms=idempotency_before_ms,
+                limit=limit,
+            )
+
+    async def checkpoint(self) -> None:
+        """Fold the write-ahead log into the database and truncate it."""
+        async with self._lock:
+            await self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
