@@ -96,23 +96,43 @@ def on_notifier_error(_: Request[Any, Any, Any], exc: NotifierError) -> Response
 def on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     """Map Litestar's own errors (unknown route, bad query parameter...) to problems."""
     if isinstance(exc, ValidationException):
-        errors = [
-            {"field": str(e.get("key", "?")), "reason": str(e.get("message", ""))}
-            for e in (exc.extra if isinstance(exc.extra, list) else [])
-            if isinstance(e, dict)
-        ]
+        extra = exc.extra if isinstance(exc.extra, list) else []
+        errors = [_litestar_field(e) for e in extra if isinstance(e, dict)]
+        detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
         return problem(
             HTTP_422_UNPROCESSABLE_ENTITY,
             "validation-error",
             "The request is not valid",
-            exc.detail,
+            f"{len(errors)} field(s) failed validation: {detail}",
             errors=errors,
+        )
+    if exc.status_code == HTTP_400_BAD_REQUEST:
+        return problem(
+            HTTP_400_BAD_REQUEST,
+            "malformed-body",
+            "The body is not JSON",
+            f"The request body is not valid JSON: {exc.detail}.",
         )
     slug = re.sub(r"[^a-z0-9]+", "-", exc.detail.lower()).strip("-") or "http-error"
     headers = exc.headers or {}
     response = problem(exc.status_code, slug, exc.detail, exc.detail)
     response.headers.update(headers)
     return response
+
+
+def _litestar_field(error: dict[str, Any]) -> dict[str, str]:
+    """Name the field of one of Litestar's decoding errors as notifier does.
+
+    Litestar names the whole body ``data``; msgspec's message names the field
+    for unknown and missing ones ("Object contains unknown field `sendAt`").
+    """
+    key = str(error.get("key", ""))
+    reason = str(error.get("message", ""))
+    path = "" if key == "data" else key
+    named = _FIELD.search(reason)
+    if named:
+        path = f"{path}.{named['name']}" if path else named["name"]
+    return {"field": path or "body", "reason": reason}
 
 
 def on_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated
 
 import msgspec
-from litestar import Request, Router, get, post, put
+from litestar import Router, get, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, FromQuery, HeaderParameter, QueryParameter
+from litestar.params import (
+    FromPath,
+    FromQuery,
+    HeaderParameter,
+    JSONBody,
+    QueryParameter,
+)
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from notifier import metrics
-from notifier.api.problems import MalformedBody, from_msgspec
+from notifier.api.problems import from_msgspec
 from notifier.api.schemas import (
     DeliveryDetail,
     DeliveryOut,
@@ -38,8 +45,6 @@ from notifier.messengers.emulator import EmulatorSettings
 from notifier.services import Services
 from notifier.storage.base import IdempotencyClaim
 
-_SEND_DECODER = msgspec.json.Decoder(SendMessage)
-_PATCH_DECODER = msgspec.json.Decoder(EmulatorPatch)
 _IDEMPOTENCY_KEY_MAX = 255
 
 Limit = Annotated[int, QueryParameter(ge=1, le=500, description="Page size.")]
@@ -52,13 +57,15 @@ def _services(state: State) -> Services:
     return services
 
 
-def _decode(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
+def _parse_time(value: str | None, field: str) -> datetime | None:
+    if value is None:
+        return None
     try:
-        return decoder.decode(body)
+        return msgspec.convert(value, datetime)
     except msgspec.ValidationError as exc:
-        raise from_msgspec(exc) from exc
-    except msgspec.DecodeError as exc:
-        raise MalformedBody(f"The request body is not valid JSON: {exc}.") from exc
+        example = "'2026-12-24T18:00:00+01:00'"
+        reason = f"expected an RFC 3339 time such as {example}, got {value!r}"
+        raise ValidationFailed([FieldError(field, reason)]) from exc
 
 
 def _idempotency(key: str | None, request: SendMessage) -> IdempotencyClaim | None:
@@ -80,20 +87,23 @@ def _idempotency(key: str | None, request: SendMessage) -> IdempotencyClaim | No
 
 @post("/messages", status_code=HTTP_202_ACCEPTED, summary="Send a message")
 async def send_message(
-    request: Request[Any, Any, Any],
+    data: JSONBody[SendMessage],
     services: Injected,
     idempotency_key: Annotated[
         str | None, HeaderParameter(name="Idempotency-Key")
     ] = None,
 ) -> MessageAccepted:
     """Accept one text for many recipients, now or at ``send_at``."""
-    body: SendMessage = _decode(_SEND_DECODER, await request.body())
-    claim = _idempotency(idempotency_key, body)
+    claim = _idempotency(idempotency_key, data)
+    recipients = [
+        (r.messenger, r.id, _parse_time(r.send_at, f"recipients[{i}].send_at"))
+        for i, r in enumerate(data.recipients)
+    ]
     api = services.config.api
     message = build_message(
-        body.text,
-        [(r.messenger, r.id, r.send_at) for r in body.recipients],
-        body.send_at,
+        data.text,
+        recipients,
+        _parse_time(data.send_at, "send_at"),
         now_ms=services.now_ms(),
         max_ahead_ms=int(api.max_schedule_ahead_days * 86_400_000),
         max_recipients=api.max_recipients,
@@ -215,11 +225,11 @@ async def get_emulator(
 @put("/emulator/{messenger:str}", summary="Change an emulator's settings")
 async def put_emulator(
     messenger: FromPath[MessengerName],
-    request: Request[Any, Any, Any],
+    data: JSONBody[EmulatorPatch],
     services: Injected,
 ) -> EmulatorSettings:
     """Change any subset of the settings until the next restart."""
-    patch: EmulatorPatch = _decode(_PATCH_DECODER, await request.body())
+    patch = data
     emulator = services.emulators[Messenger(messenger)]
     merged = msgspec.structs.asdict(emulator.settings) | msgspec.structs.asdict(patch)
     merged = {k: v for k, v in merged.items() if v is not msgspec.UNSET}

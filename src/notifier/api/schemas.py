@@ -18,6 +18,16 @@ from notifier.messengers.inbox import InboxItem
 from notifier.storage.base import OutboxStats
 
 MessengerName = Literal["telegram", "whatsapp", "viber"]
+# Times come in as strings and are parsed strictly by the handler: a number is
+# not an RFC 3339 time, and a time without an offset is an error, not a guess.
+TimeIn = Annotated[
+    str,
+    msgspec.Meta(
+        description="RFC 3339 date-time with an offset",
+        examples=["2026-12-24T18:00:00+01:00"],
+        extra_json_schema={"format": "date-time"},
+    ),
+]
 StatusName = Literal["pending", "sending", "sent", "failed", "cancelled"]
 Rate = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 
@@ -38,16 +48,16 @@ class RecipientIn(msgspec.Struct, forbid_unknown_fields=True):
     """
 
     messenger: MessengerName
-    id: str
-    send_at: datetime | None = None
+    id: Annotated[str, msgspec.Meta(examples=["@alice_smith", "+44 7700 900123"])]
+    send_at: TimeIn | None = None
 
 
 class SendMessage(msgspec.Struct, forbid_unknown_fields=True):
     """POST /v1/messages: one text for many recipients, now or at ``send_at``."""
 
-    text: str
+    text: Annotated[str, msgspec.Meta(examples=["Your order has shipped"])]
     recipients: list[RecipientIn]
-    send_at: datetime | None = None
+    send_at: TimeIn | None = None
 
 
 class DeliveryOut(msgspec.Struct):
@@ -240,3 +250,20 @@ class StatsOut(msgspec.Struct):
             oldest_due_age_s=None if oldest is None else max(0, now_ms - oldest) / 1000,
             sent_last_minute=stats.sent_last_minute,
         )
+
+
+class ProblemDetail(msgspec.Struct):
+    """An error, as RFC 9457 problem details (application/problem+json)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldProblem] | msgspec.UnsetType = msgspec.UNSET
+
+
+class FieldProblem(msgspec.Struct):
+    """One field at fault in a validation error, and why."""
+
+    field: str
+    reason: str
