@@ -8,13 +8,16 @@ from contextlib import asynccontextmanager
 
 import structlog
 from litestar import Litestar
-from litestar.openapi import OpenAPIConfig
+from litestar.middleware import DefineMiddleware
 from litestar.plugins.prometheus import PrometheusConfig
+from litestar.types import ControllerRouterHandler
 
-from notifier import __version__
+from notifier.api.auth import PUBLIC_PATHS, ApiKeyMiddleware
+from notifier.api.docs import assets_router, openapi_config
 from notifier.api.ops import live, ready, scrape
 from notifier.api.problems import EXCEPTION_HANDLERS
 from notifier.api.routes import v1
+from notifier.api.throttle import rate_limits
 from notifier.config import Config
 from notifier.dispatcher import Dispatcher
 from notifier.dispatcher.janitor import Janitor
@@ -26,8 +29,6 @@ from notifier.services import Services
 from notifier.storage.sqlite import SqliteOutbox
 
 log = structlog.get_logger("notifier.app")
-
-MAX_BODY_BYTES = 1024 * 1024
 
 # Route templates, not raw paths, label the HTTP metrics: ids stay out of labels.
 _HTTP_METRICS = PrometheusConfig(
@@ -95,12 +96,19 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> Litest
         finally:
             await stop_services(services)
 
+    handlers: list[ControllerRouterHandler] = [v1, live, ready, scrape]
+    if not config.is_production:
+        handlers.append(assets_router())
     return Litestar(
-        route_handlers=[v1, live, ready, scrape],
+        route_handlers=handlers,
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        request_max_body_size=MAX_BODY_BYTES,
-        openapi_config=OpenAPIConfig(title="notifier", version=__version__),
+        request_max_body_size=config.api.max_body_bytes,
+        openapi_config=None if config.is_production else openapi_config(),
         logging_config=None,
-        middleware=[_HTTP_METRICS.middleware],
+        middleware=[
+            _HTTP_METRICS.middleware,
+            DefineMiddleware(ApiKeyMiddleware, exclude=PUBLIC_PATHS),
+            *(limit.middleware for limit in rate_limits(config.throttle)),
+        ],
     )

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import structlog
@@ -18,8 +19,12 @@ import uvicorn
 
 from notifier import __version__
 from notifier.config import Config, Resolved, resolve
-from notifier.domain.errors import ConfigError
+from notifier.domain.errors import ConfigError, Conflict, NotFound
+from notifier.domain.keys import ApiKey, Scope, check_name, new_key
 from notifier.logging import configure
+
+if TYPE_CHECKING:
+    from notifier.storage.sqlite import SqliteOutbox
 
 _SECRET_WORDS = ("secret", "password", "token")
 
@@ -65,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     backup.add_argument(
         "--inbox", metavar="PATH", help="also copy the emulated inboxes to this file"
     )
+    _add_keys(commands, common)
     commands.add_parser(
         "stats",
         parents=[common],
@@ -73,6 +79,46 @@ def _parser() -> argparse.ArgumentParser:
         "directly, so it works while the service is down.",
     )
     return parser
+
+
+def _add_keys(commands: Any, common: argparse.ArgumentParser) -> None:
+    keys = commands.add_parser(
+        "keys",
+        help="create, list and revoke API keys",
+        description="Manage the API keys kept (as hashes) in the database. "
+        "Changes apply to a running service at once.",
+    )
+    actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser(
+        "create",
+        parents=[common],
+        help="make a key and print its secret once",
+        description="Make a key with the given scopes and print its secret; it "
+        "is not stored and cannot be shown again.",
+    )
+    create.add_argument("name", metavar="NAME", help="a unique name, e.g. billing-app")
+    create.add_argument(
+        "--scope",
+        dest="scopes",
+        action="append",
+        required=True,
+        choices=[s.value for s in Scope],
+        help="send: POST messages; read: GET anything; admin: cancel, retry, "
+        "emulator settings (repeat for several)",
+    )
+    actions.add_parser(
+        "list",
+        parents=[common],
+        help="show names, scopes and times, never secrets",
+        description="Show every key with its scopes, creation and last use.",
+    )
+    revoke = actions.add_parser(
+        "revoke",
+        parents=[common],
+        help="revoke a key at once",
+        description="Revoke a key; requests with it are refused from now on.",
+    )
+    revoke.add_argument("name", metavar="NAME")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -88,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check-config": lambda _, r: check_config(r),
         "backup": backup,
         "stats": lambda _, r: stats(r.config),
+        "keys": keys,
     }
     return commands[args.command](args, resolved)
 
@@ -96,12 +143,21 @@ def serve(config: Config) -> int:
     """Serve until stopped; the dispatcher drains on shutdown."""
     from notifier.app import create_app
 
+    if config.is_production and not asyncio.run(_has_active_key(config)):
+        print(
+            "notifier: production mode needs at least one API key; create one with\n"
+            "  notifier keys create NAME --scope send --scope read",
+            file=sys.stderr,
+        )
+        return 2
     configure(config.logging.level, config.logging.format)
     structlog.get_logger("notifier").info(
         "server_starting",
         version=__version__,
         address=f"http://{config.server.host}:{config.server.port}",
         database=config.database.path,
+        mode=config.server.environment,
+        auth="required" if config.auth_required else "optional",
     )
     server = uvicorn.Server(
         uvicorn.Config(
@@ -163,7 +219,6 @@ def backup(args: argparse.Namespace, resolved: Resolved) -> int:
 def stats(config: Config) -> int:
     """Print the outbox's counts as JSON."""
     from notifier.api.schemas import StatsOut
-    from notifier.storage.sqlite import SqliteOutbox
 
     async def read() -> StatsOut:
         outbox = await SqliteOutbox.open(
@@ -183,3 +238,65 @@ def stats(config: Config) -> int:
         return 1
     print(json.dumps(msgspec.to_builtins(asyncio.run(read())), indent=2))
     return 0
+
+
+def keys(args: argparse.Namespace, resolved: Resolved) -> int:
+    """Create, list or revoke API keys."""
+    try:
+        return asyncio.run(_keys(args, resolved.config))
+    except (NotFound, Conflict, ValueError) as exc:
+        print(f"notifier: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _keys(args: argparse.Namespace, config: Config) -> int:
+    outbox = await _open(config)
+    try:
+        now_ms = int(time.time() * 1000)
+        if args.action == "create":
+            new = new_key()
+            scopes = frozenset(Scope(s) for s in args.scopes)
+            await outbox.keys.create(check_name(args.name), scopes, new, now_ms)
+            print(new.token)
+            print(
+                f"Key {args.name!r} created with scopes {', '.join(sorted(scopes))}. "
+                "This is the only time its secret is shown.",
+                file=sys.stderr,
+            )
+        elif args.action == "list":
+            for key in await outbox.keys.list_all():
+                print(_describe(key))
+        else:
+            key = await outbox.keys.revoke(args.name, now_ms)
+            print(f"revoked {key.name}")
+    finally:
+        await outbox.close()
+    return 0
+
+
+def _describe(key: ApiKey) -> str:
+    def when(ms: int | None) -> str:
+        if ms is None:
+            return "-"
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
+
+    state = "active" if key.is_active else f"revoked {when(key.revoked_at_ms)}"
+    return (
+        f"{key.name}\tscopes={','.join(sorted(key.scopes))}\t"
+        f"created={when(key.created_at_ms)}\tlast_used={when(key.last_used_at_ms)}\t"
+        f"{state}"
+    )
+
+
+async def _open(config: Config) -> SqliteOutbox:
+    from notifier.storage.sqlite import SqliteOutbox
+
+    return await SqliteOutbox.open(config.database.path, config.database.synchronous)
+
+
+async def _has_active_key(config: Config) -> bool:
+    outbox = await _open(config)
+    try:
+        return any(k.is_active for k in await outbox.keys.list_all())
+    finally:
+        await outbox.close()

@@ -32,6 +32,7 @@ class ServerConfig(_Section, frozen=True):
 
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8000
+    environment: Literal["development", "production"] = "development"
 
 
 class DatabaseConfig(_Section, frozen=True):
@@ -46,6 +47,21 @@ class ApiConfig(_Section, frozen=True):
 
     max_recipients: PositiveInt = 1000
     max_schedule_ahead_days: Positive = 365.0
+    max_body_bytes: PositiveInt = 1024 * 1024
+
+
+class AuthConfig(_Section, frozen=True):
+    """Whether /v1 needs a key; production always does."""
+
+    required: bool = False
+
+
+class ThrottleConfig(_Section, frozen=True):
+    """Requests per minute per key (per client address without auth); 0 is off."""
+
+    send_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 600
+    read_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 3000
+    admin_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 300
 
 
 class DispatcherConfig(_Section, frozen=True):
@@ -93,9 +109,21 @@ class LoggingConfig(_Section, frozen=True):
 class Config(_Section, frozen=True):
     """The whole resolved configuration."""
 
+    @property
+    def is_production(self) -> bool:
+        """Whether the service runs in production mode."""
+        return self.server.environment == "production"
+
+    @property
+    def auth_required(self) -> bool:
+        """Whether every /v1 request needs a key."""
+        return self.is_production or self.auth.required
+
     server: ServerConfig = ServerConfig()
     database: DatabaseConfig = DatabaseConfig()
     api: ApiConfig = ApiConfig()
+    auth: AuthConfig = AuthConfig()
+    throttle: ThrottleConfig = ThrottleConfig()
     dispatcher: DispatcherConfig = DispatcherConfig()
     retention: RetentionConfig = RetentionConfig()
     emulator: EmulatorConfig = EmulatorConfig()

@@ -7,11 +7,13 @@ from typing import Any
 from litestar import Response, get
 from litestar.datastructures import State
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import generate_latest
 
 from notifier import metrics
 from notifier.services import Services
 
+# prometheus-client's CONTENT_TYPE_LATEST without the charset: Litestar adds it.
+_EXPOSITION = "text/plain; version=0.0.4"
 # The dispatcher ticks at least once per poll interval; allow a few to pass.
 _TICKS_MISSED = 3
 
@@ -50,11 +52,11 @@ async def ready(state: State) -> Response[dict[str, Any]]:
     "/metrics",
     summary="Prometheus metrics",
     tags=["operations"],
-    media_type=CONTENT_TYPE_LATEST,
+    media_type=_EXPOSITION,
 )
 async def scrape(state: State) -> Response[bytes]:
     """Return every metric in Prometheus text format, with fresh outbox gauges."""
     services: Services = state.services
     now_ms = services.now_ms()
     metrics.observe_outbox(await services.outbox.stats(now_ms), now_ms)
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(), media_type=_EXPOSITION)

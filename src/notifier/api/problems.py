@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from http import HTTPStatus
 from typing import Any
 
 import msgspec
@@ -11,6 +12,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import (
     HTTP_400_BAD_REQUEST,
+    HTTP_403_FORBIDDEN,
     HTTP_404_NOT_FOUND,
     HTTP_409_CONFLICT,
     HTTP_422_UNPROCESSABLE_ENTITY,
@@ -113,10 +115,13 @@ def on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any
             "The body is not JSON",
             f"The request body is not valid JSON: {exc.detail}.",
         )
-    slug = re.sub(r"[^a-z0-9]+", "-", exc.detail.lower()).strip("-") or "http-error"
-    headers = exc.headers or {}
-    response = problem(exc.status_code, slug, exc.detail, exc.detail)
-    response.headers.update(headers)
+    # The type names the status, so it stays stable whatever the detail says.
+    phrase = HTTPStatus(exc.status_code).phrase
+    slug = re.sub(r"[^a-z0-9]+", "-", phrase.lower()).strip("-")
+    if exc.status_code == HTTP_403_FORBIDDEN:
+        slug = "forbidden"
+    response = problem(exc.status_code, slug, phrase, exc.detail)
+    response.headers.update(exc.headers or {})
     return response
 
 

@@ -20,6 +20,8 @@ from litestar.params import (
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from notifier import metrics
+from notifier.api.auth import require_scope
+from notifier.api.docs import SECURITY, problems
 from notifier.api.problems import from_msgspec
 from notifier.api.schemas import (
     DeliveryDetail,
@@ -38,6 +40,7 @@ from notifier.api.schemas import (
     to_datetime,
 )
 from notifier.domain.errors import FieldError, ValidationFailed
+from notifier.domain.keys import Scope
 from notifier.domain.models import DeliveryStatus, Messenger
 from notifier.domain.recipients import InvalidRecipient, normalise
 from notifier.domain.validation import build_message
@@ -85,7 +88,13 @@ def _idempotency(key: str | None, request: SendMessage) -> IdempotencyClaim | No
     return IdempotencyClaim(key, digest)
 
 
-@post("/messages", status_code=HTTP_202_ACCEPTED, summary="Send a message")
+@post(
+    "/messages",
+    status_code=HTTP_202_ACCEPTED,
+    summary="Send a message",
+    opt={"scope": Scope.SEND},
+    responses=problems(400, 401, 403, 413, 422, 429),
+)
 async def send_message(
     data: JSONBody[SendMessage],
     services: Injected,
@@ -121,7 +130,12 @@ async def send_message(
     )
 
 
-@get("/messages/{message_id:str}", summary="Get a message and its deliveries")
+@get(
+    "/messages/{message_id:str}",
+    summary="Get a message and its deliveries",
+    opt={"scope": Scope.READ},
+    responses=problems(401, 403, 404, 429),
+)
 async def get_message(message_id: FromPath[str], services: Injected) -> MessageOut:
     """Return the message and the current status of each of its deliveries."""
     stored = await services.outbox.get_message(message_id)
@@ -133,7 +147,12 @@ async def get_message(message_id: FromPath[str], services: Injected) -> MessageO
     )
 
 
-@get("/deliveries/{delivery_id:str}", summary="Get a delivery with its attempts")
+@get(
+    "/deliveries/{delivery_id:str}",
+    summary="Get a delivery with its attempts",
+    opt={"scope": Scope.READ},
+    responses=problems(401, 403, 404, 429),
+)
 async def get_delivery(
     delivery_id: FromPath[str], services: Injected
 ) -> DeliveryDetail:
@@ -143,7 +162,12 @@ async def get_delivery(
     return DeliveryDetail.with_attempts(delivery, attempts)
 
 
-@get("/deliveries", summary="List deliveries, newest first")
+@get(
+    "/deliveries",
+    summary="List deliveries, newest first",
+    opt={"scope": Scope.READ},
+    responses=problems(400, 401, 403, 422, 429),
+)
 async def list_deliveries(
     services: Injected,
     status: FromQuery[StatusName | None] = None,
@@ -163,7 +187,13 @@ async def list_deliveries(
     return DeliveryPage(items, next_cursor)
 
 
-@post("/deliveries/{delivery_id:str}/cancel", status_code=HTTP_200_OK, summary="Cancel")
+@post(
+    "/deliveries/{delivery_id:str}/cancel",
+    status_code=HTTP_200_OK,
+    summary="Cancel a pending delivery",
+    opt={"scope": Scope.ADMIN},
+    responses=problems(401, 403, 404, 409, 429),
+)
 async def cancel_delivery(
     delivery_id: FromPath[str], services: Injected
 ) -> DeliverySummary:
@@ -173,7 +203,13 @@ async def cancel_delivery(
     return DeliverySummary.of(delivery)
 
 
-@post("/deliveries/{delivery_id:str}/retry", status_code=HTTP_200_OK, summary="Retry")
+@post(
+    "/deliveries/{delivery_id:str}/retry",
+    status_code=HTTP_200_OK,
+    summary="Retry a failed delivery",
+    opt={"scope": Scope.ADMIN},
+    responses=problems(401, 403, 404, 409, 429),
+)
 async def retry_delivery(
     delivery_id: FromPath[str], services: Injected
 ) -> DeliverySummary:
@@ -183,14 +219,24 @@ async def retry_delivery(
     return DeliverySummary.of(delivery)
 
 
-@get("/stats", summary="Counts by status and messenger")
+@get(
+    "/stats",
+    summary="Counts by status and messenger",
+    opt={"scope": Scope.READ},
+    responses=problems(401, 403, 429),
+)
 async def get_stats(services: Injected) -> StatsOut:
     """Return delivery counts, what is waiting, and the last minute's throughput."""
     now_ms = services.now_ms()
     return StatsOut.of(await services.outbox.stats(now_ms), now_ms)
 
 
-@get("/emulator/{messenger:str}/inbox", summary="Read an emulated messenger's inbox")
+@get(
+    "/emulator/{messenger:str}/inbox",
+    summary="Read an emulated messenger's inbox",
+    opt={"scope": Scope.READ},
+    responses=problems(400, 401, 403, 422, 429),
+)
 async def read_inbox(
     messenger: FromPath[MessengerName],
     services: Injected,
@@ -214,7 +260,12 @@ async def read_inbox(
     return InboxPage([InboxItemOut.of(i) for i in page], next_cursor)
 
 
-@get("/emulator/{messenger:str}", summary="Read an emulator's settings")
+@get(
+    "/emulator/{messenger:str}",
+    summary="Read an emulator's settings",
+    opt={"scope": Scope.READ},
+    responses=problems(400, 401, 403, 422, 429),
+)
 async def get_emulator(
     messenger: FromPath[MessengerName], services: Injected
 ) -> EmulatorSettings:
@@ -222,7 +273,12 @@ async def get_emulator(
     return services.emulators[Messenger(messenger)].settings
 
 
-@put("/emulator/{messenger:str}", summary="Change an emulator's settings")
+@put(
+    "/emulator/{messenger:str}",
+    summary="Change an emulator's settings",
+    opt={"scope": Scope.ADMIN},
+    responses=problems(400, 401, 403, 413, 422, 429),
+)
 async def put_emulator(
     messenger: FromPath[MessengerName],
     data: JSONBody[EmulatorPatch],
@@ -255,4 +311,7 @@ v1 = Router(
         put_emulator,
     ],
     dependencies={"services": Provide(_services, sync_to_thread=False)},
+    guards=[require_scope],
+    security=SECURITY,
+    tags=["v1"],
 )

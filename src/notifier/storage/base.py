@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from notifier.domain.keys import ApiKey, NewKey, Scope
 from notifier.domain.models import (
     AcceptedDelivery,
     Attempt,
@@ -77,8 +78,39 @@ class Pruned:
         )
 
 
+class KeyStore(Protocol):
+    """Stores API keys: names, scopes and secret hashes, never secrets."""
+
+    async def create(
+        self, name: str, scopes: frozenset[Scope], new: NewKey, now_ms: int
+    ) -> ApiKey:
+        """Store a new key, or raise Conflict if the name is taken."""
+        ...
+
+    async def list_all(self) -> list[ApiKey]:
+        """Return every key, revoked ones included, oldest first."""
+        ...
+
+    async def revoke(self, name: str, now_ms: int) -> ApiKey:
+        """Revoke a key at once, or raise NotFound."""
+        ...
+
+    async def find(self, key_id: str) -> tuple[ApiKey, bytes] | None:
+        """Return the key with this id and its secret hash, if it exists."""
+        ...
+
+    async def touch(self, key_id: str, now_ms: int) -> None:
+        """Record that the key was used."""
+        ...
+
+
 class Outbox(Protocol):
     """Stores messages and hands due deliveries to the dispatcher under leases."""
+
+    @property
+    def keys(self) -> KeyStore:
+        """The API keys, kept in the same database."""
+        ...
 
     async def accept(
         self, message: NewMessage, idempotency: IdempotencyClaim | None = None

@@ -107,6 +107,17 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 CREATE_IDEMPOTENCY_AGE_INDEX = """
 CREATE INDEX IF NOT EXISTS idempotency_keys_age ON idempotency_keys (created_at_ms)"""
 
+CREATE_API_KEYS = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    name TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL UNIQUE,
+    secret_hash BLOB NOT NULL,
+    scopes TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    last_used_at_ms INTEGER,
+    revoked_at_ms INTEGER
+)"""
+
 DDL = (
     CREATE_MESSAGES,
     CREATE_DELIVERIES,
@@ -122,4 +133,5 @@ DDL = (
     CREATE_ATTEMPTS,
     CREATE_IDEMPOTENCY,
     CREATE_IDEMPOTENCY_AGE_INDEX,
+    CREATE_API_KEYS,
 )

@@ -32,6 +32,7 @@ from notifier.storage.base import (
 )
 from notifier.storage.schema import DDL
 from notifier.storage.sqlite import accepting, leasing, upkeep
+from notifier.storage.sqlite.keys import SqliteKeyStore
 from notifier.storage.sqlite.rows import (
     DELIVERY_COLUMNS,
     Synchronous,
@@ -53,6 +54,7 @@ class SqliteOutbox:
         self._writer = writer
         self._reader = reader
         self._lock = asyncio.Lock()
+        self.keys = SqliteKeyStore(writer, reader, self._lock)
 
     @classmethod
     async def open(

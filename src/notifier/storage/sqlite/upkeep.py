@@ -24,7 +24,9 @@ _ORPHAN_MESSAGES = """
 DELETE FROM messages WHERE id IN (
     SELECT id FROM messages
     WHERE id < ? AND NOT EXISTS (
-        SELECT 1 FROM deliveries WHERE deliveries.message_id = messages.id)
+        SELECT 1 FROM message_deliveries AS md
+        JOIN deliveries AS d ON d.id = md.delivery_id
+        WHERE md.message_id = messages.id)
     LIMIT ?)
 RETURNING id"""
 
