@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import math
+import signal
 import sqlite3
 import sys
 import time
@@ -170,6 +171,11 @@ def serve(config: Config) -> int:
             timeout_graceful_shutdown=math.ceil(config.dispatcher.shutdown_grace_s),
         )
     )
+    # Once it has shut down, uvicorn raises the SIGTERM or SIGINT it handled
+    # again; with the default handlers that kills the process (exit 143) after
+    # a clean drain. These no-op handlers let serve return 0 instead.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
     server.run()
     return 0 if server.started else 1
 

@@ -25,7 +25,9 @@ class FakeSender:
         self.most_in_flight = 0
         self._behave = behave
 
-    async def send(self, delivery_id: str, recipient: str, text: str, attempt: int) -> None:
+    async def send(
+        self, delivery_id: str, recipient: str, text: str, attempt: int
+    ) -> None:
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
@@ -60,7 +62,9 @@ def make_dispatcher(outbox, senders, **overrides) -> Dispatcher:
 async def accept(outbox: SqliteOutbox, messenger: Messenger, count: int) -> list[str]:
     now_ms = int(time.time() * 1000)
     recipients = tuple(Recipient(messenger, f"user{i}") for i in range(count))
-    message = NewMessage(f"m-{messenger}-{count}-{now_ms}", "hi", recipients, now_ms, now_ms)
+    message = NewMessage(
+        f"m-{messenger}-{count}-{now_ms}", "hi", recipients, now_ms, now_ms
+    )
     accepted = await outbox.accept(message)
     return [d.delivery.id for d in accepted.deliveries]
 
@@ -115,7 +119,9 @@ async def test_dispatcher_does_not_let_a_stuck_messenger_delay_others(
     assert stuck.sent == []
 
 
-async def test_dispatcher_retries_transient_errors_then_succeeds(outbox: SqliteOutbox) -> None:
+async def test_dispatcher_retries_transient_errors_then_succeeds(
+    outbox: SqliteOutbox,
+) -> None:
     def flaky(attempt: int) -> None:
         if attempt < 3:
             raise TransientError("down")
@@ -129,7 +135,11 @@ async def test_dispatcher_retries_transient_errors_then_succeeds(outbox: SqliteO
     await dispatcher.stop(grace_s=1)
 
     attempts = await outbox.list_attempts(delivery_id)
-    assert [a.outcome for a in attempts] == ["transient_error", "transient_error", "sent"]
+    assert [a.outcome for a in attempts] == [
+        "transient_error",
+        "transient_error",
+        "sent",
+    ]
 
 
 async def test_dispatcher_does_not_count_rate_limits(outbox: SqliteOutbox) -> None:
@@ -150,7 +160,9 @@ async def test_dispatcher_does_not_count_rate_limits(outbox: SqliteOutbox) -> No
     assert delivery.attempts_made == 5  # above max_attempts=3: limits are not counted
 
 
-async def test_dispatcher_releases_unfinished_sends_on_stop(outbox: SqliteOutbox) -> None:
+async def test_dispatcher_releases_unfinished_sends_on_stop(
+    outbox: SqliteOutbox,
+) -> None:
     sender = FakeSender(lambda _: asyncio.sleep(60))
     dispatcher = make_dispatcher(outbox, {Messenger.VIBER: sender})
     ids = await accept(outbox, Messenger.VIBER, 3)
@@ -167,7 +179,9 @@ async def test_dispatcher_releases_unfinished_sends_on_stop(outbox: SqliteOutbox
         assert [a.outcome for a in attempts] == ["released"]
 
 
-async def test_dispatcher_wakes_for_new_work_before_its_poll(outbox: SqliteOutbox) -> None:
+async def test_dispatcher_wakes_for_new_work_before_its_poll(
+    outbox: SqliteOutbox,
+) -> None:
     sender = FakeSender()
     dispatcher = make_dispatcher(outbox, {Messenger.VIBER: sender}, poll_interval_s=30)
     await dispatcher.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -22,13 +23,26 @@ from notifier.config import ENV_PREFIX, env_names
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 15.0
 _POLL_S = 0.05
+_PORT_RANGE = (20_000, 32_000)
+_PORT_TRIES = 100
+_PORTS = random.Random()
 
 
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now.
+
+    The port is drawn below Linux's ephemeral range, where neither client
+    sockets nor other tests binding port 0 are handed ports by the kernel.
+    """
+    for _ in range(_PORT_TRIES):
+        port = _PORTS.randrange(*_PORT_RANGE)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_PORT_RANGE} after {_PORT_TRIES} tries")
 
 
 def notifier_env(settings: dict[str, str]) -> dict[str, str]:
@@ -96,7 +110,9 @@ class Server:
 
     def log_tail(self, lines: int = 30) -> str:
         """Return the last lines of the log, for failure messages."""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join(
+            self.log_path.read_text(errors="replace").splitlines()[-lines:]
+        )
 
 
 @dataclass
@@ -111,15 +127,33 @@ class Launcher:
 
         Keyword names are config key paths with underscores (``dispatcher_lease_s``).
         """
-        merged = {
+        server = self._spawn(
+            self._defaults() | {k: str(v) for k, v in settings.items()}
+        )
+        _wait_ready(server)
+        return server
+
+    def run_once(
+        self, timeout_s: float, **settings: Any
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the serve command to its end, for a start-up meant to fail."""
+        merged = self._defaults() | {k: str(v) for k, v in settings.items()}
+        return subprocess.run(
+            serve_command(),
+            cwd=self.root,
+            env=notifier_env(merged),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+
+    def _defaults(self) -> dict[str, str]:
+        return {
             "database_path": str(self.root / "outbox.db"),
             "emulator_inbox_path": str(self.root / "inbox.db"),
             "logging_format": "json",
         }
-        merged.update({k: str(v) for k, v in settings.items()})
-        server = self._spawn(merged)
-        _wait_ready(server)
-        return server
 
     def restart(self, old: Server, **changes: Any) -> Server:
         """Start a new server with ``old``'s settings and files, after ``old`` ended.
@@ -185,7 +219,9 @@ def _wait_ready(server: Server) -> None:
                 pass
             time.sleep(_POLL_S)
     stop(server)
-    pytest.fail(f"notifier did not answer within {READY_TIMEOUT_S:g} s:\n{server.log_tail()}")
+    pytest.fail(
+        f"notifier did not answer within {READY_TIMEOUT_S:g} s:\n{server.log_tail()}"
+    )
 
 
 @pytest.fixture
