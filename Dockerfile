@@ -19,7 +19,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     NOTIFIER_DATABASE_PATH=/data/notifier.db \
     NOTIFIER_EMULATOR_INBOX_PATH=/data/notifier-inbox.db
 WORKDIR /data
-USER notifier
+USER 10001:10001
 VOLUME ["/data"]
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import signal
@@ -188,7 +189,7 @@ def check_config(resolved: Resolved) -> int:
         rows.append((key, json.dumps(shown), source))
     width = max(len(k) + len(v) for k, v, _ in rows) + 3
     for key, value, source in rows:
-        print(f"{key} = {value}".ljust(width) + f"# {source}")
+        print(f"{key} = {value}".ljust(width) + f"  # {source}")
     return 0
 
 
@@ -205,9 +206,10 @@ def backup(args: argparse.Namespace, resolved: Resolved) -> int:
         if Path(target).exists():
             print(f"notifier: {target!r} exists; choose a new path.", file=sys.stderr)
             return 1
+    for source, target in pairs:
         started = time.perf_counter()
         try:
-            with sqlite3.connect(source) as db:
+            with contextlib.closing(sqlite3.connect(source)) as db:
                 db.execute("PRAGMA busy_timeout = 10000")
                 db.execute("VACUUM INTO ?", (target,))
         except sqlite3.Error as exc:
@@ -227,9 +229,7 @@ def stats(config: Config) -> int:
     from notifier.api.schemas import StatsOut
 
     async def read() -> StatsOut:
-        outbox = await SqliteOutbox.open(
-            config.database.path, config.database.synchronous
-        )
+        outbox = await _open(config)
         try:
             now_ms = int(time.time() * 1000)
             return StatsOut.of(await outbox.stats(now_ms), now_ms)

@@ -44,9 +44,11 @@ async def stats(db: aiosqlite.Connection, now_ms: int) -> OutboxStats:
     scheduled: dict[Messenger, int] = dict.fromkeys(Messenger, 0)
     oldest: int | None = None
     for m, n_due, n_later, first in await db.execute_fetchall(
-        "SELECT messenger, sum(due_at_ms <= ?1), sum(due_at_ms > ?1), "
+        # A 'sending' row whose lease ran out is due again: it counts as due.
+        "SELECT messenger, sum(due_at_ms <= ?1), "
+        "sum(status = 'pending' AND due_at_ms > ?1), "
         "min(CASE WHEN due_at_ms <= ?1 THEN due_at_ms END) "
-        "FROM deliveries WHERE status = 'pending' GROUP BY messenger",
+        "FROM deliveries WHERE status IN ('pending', 'sending') GROUP BY messenger",
         (now_ms,),
     ):
         due[Messenger(m)], scheduled[Messenger(m)] = n_due, n_later
