@@ -108,7 +108,11 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> Litest
         logging_config=None,
         middleware=[
             _HTTP_METRICS.middleware,
-            DefineMiddleware(ApiKeyMiddleware, exclude=PUBLIC_PATHS),
+            DefineMiddleware(
+                ApiKeyMiddleware,
+                exclude=PUBLIC_PATHS,
+                exclude_http_methods=["OPTIONS"],
+            ),
             *(limit.middleware for limit in rate_limits(config.throttle)),
         ],
     )

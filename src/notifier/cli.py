@@ -127,6 +127,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line and run the chosen command; return the exit code."""
     args = _parser().parse_args(argv)
     try:
+        return _run(args)
+    except BrokenPipeError:
+        # The reader went away (| head); what it wanted is already out.
+        sys.stderr.close()
+        return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
         resolved = resolve(args.config)
     except ConfigError as exc:
         print(f"notifier: {exc}", file=sys.stderr)

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-
 ALICE = {"messenger": "telegram", "id": "@alice_bot"}
 BOB = {"messenger": "whatsapp", "id": "+7 999 123-45-67"}
 CAROL = {"messenger": "viber", "id": "carol=="}
+JSON_TYPE = {"Content-Type": "application/json"}
 
 
 def body(
@@ -140,7 +140,9 @@ async def test_send_message_stores_nothing_for_invalid_body(client) -> None:
 
 
 async def test_send_message_rejects_malformed_json(client) -> None:
-    response = await client.post("/v1/messages", content=b'{"text": ')
+    response = await client.post(
+        "/v1/messages", content=b'{"text": ', headers=JSON_TYPE
+    )
 
     assert response.status_code == 400
     assert response.json()["type"] == "urn:notifier:problem:malformed-body"
@@ -192,3 +194,46 @@ async def test_send_message_names_a_bad_recipient_time(client) -> None:
 
     assert response.status_code == 422
     assert [e["field"] for e in response.json()["errors"]] == ["recipients[1].send_at"]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",  # curl -d without -H sends form encoding; this is its cousin
+        "application/x-www-form-urlencoded",
+        "image/png",
+    ],
+)
+async def test_send_message_refuses_a_body_not_sent_as_json(
+    client, content_type
+) -> None:
+    payload = b'{"text": "x", "recipients": [{"messenger": "viber", "id": "a"}]}'
+
+    response = await client.post(
+        "/v1/messages", content=payload, headers={"Content-Type": content_type}
+    )
+
+    assert response.status_code == 415
+    assert response.json()["type"] == "urn:notifier:problem:unsupported-media-type"
+    assert (await client.get("/v1/deliveries")).json()["items"] == []
+
+
+async def test_send_message_refuses_an_empty_body(client) -> None:
+    response = await client.post("/v1/messages", content=b"", headers=JSON_TYPE)
+
+    assert response.status_code == 400
+    assert response.json()["type"] == "urn:notifier:problem:malformed-body"
+
+
+async def test_send_message_refuses_deeply_nested_json(client) -> None:
+    nested = b'{"text": "x", "recipients": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+
+    response = await client.post("/v1/messages", content=nested, headers=JSON_TYPE)
+
+    assert response.status_code == 400
+
+
+async def test_options_answers_without_a_server_error(client) -> None:
+    response = await client.options("/v1/messages")
+
+    assert response.status_code < 500

@@ -195,3 +195,10 @@ def test_normalise_whatsapp_every_spelling_gives_e164(pair: tuple[str, str]) -> 
     recipient = normalise(WHATSAPP, spelled)
 
     assert recipient.id == "+" + digits
+
+
+def test_normalise_whatsapp_drops_the_bracketed_trunk_zero() -> None:
+    """A UK number written '+44 (0) 7700 900123' is +447700900123, not +4407700..."""
+    recipient = normalise(WHATSAPP, "+44 (0) 7700 900123")
+
+    assert recipient.id == "+447700900123"

@@ -339,3 +339,28 @@ def test_build_message_rejects_a_naive_send_at_on_a_repeated_recipient() -> None
     errors = errors_of(recipients=recipients)
 
     assert [e.field for e in errors] == ["recipients[1].send_at"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\u200b",  # zero-width space
+        "\u200f\u200e",  # direction marks
+        "\ufeff",  # byte-order mark
+        "\u0301",  # a combining accent with nothing to sit on
+        "\u3164",  # Hangul filler
+    ],
+)
+def test_build_message_rejects_text_that_draws_nothing(text: str) -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        build(text=text)
+
+    assert [e.field for e in caught.value.errors] == ["text"]
+
+
+def test_build_message_counts_length_after_nfc() -> None:
+    decomposed = "e\u0301" * 4000  # 8000 code points, 4000 characters in NFC
+
+    message = build(text=decomposed)
+
+    assert message.text == decomposed

@@ -6,7 +6,11 @@ from typing import Any
 
 import structlog
 from litestar.connection import ASGIConnection
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.exceptions import (
+    NotAuthorizedException,
+    PermissionDeniedException,
+    TooManyRequestsException,
+)
 from litestar.handlers import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
@@ -19,6 +23,9 @@ CHALLENGE = {"WWW-Authenticate": 'Bearer realm="notifier"'}
 # last_used_at is written at most this often per key: a write per request
 # would cost more than the request itself.
 _TOUCH_EVERY_MS = 60_000
+# Bad keys allowed per client address and minute before 429: keys cannot be
+# guessed, but each try costs a lookup.
+MAX_FAILURES_PER_MINUTE = 20
 # Routes outside /v1 (probes, metrics, docs) never need a key.
 PUBLIC_PATHS = ["^/health", "^/metrics", "^/schema"]
 
@@ -33,6 +40,7 @@ class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._touched: dict[str, int] = {}
+        self._failures: dict[str, list[int]] = {}
 
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
@@ -46,9 +54,27 @@ class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
                     "This route needs an API key: send 'Authorization: Bearer <key>'."
                 )
             return AuthenticationResult(user=None, auth=None)
-        key = await _resolve(services, header)
+        client = connection.client.host if connection.client else "unknown"
+        self._refuse_guessers(client, services.now_ms())
+        try:
+            key = await _resolve(services, header)
+        except NotAuthorizedException:
+            self._failures.setdefault(client, []).append(services.now_ms())
+            raise
         await self._touch(services, key)
         return AuthenticationResult(user=key.name, auth=key)
+
+    def _refuse_guessers(self, client: str, now_ms: int) -> None:
+        """Answer 429 to an address with too many bad keys in the last minute."""
+        recent = [t for t in self._failures.get(client, []) if now_ms - t < 60_000]
+        self._failures[client] = recent
+        if len(recent) >= MAX_FAILURES_PER_MINUTE:
+            retry_after_s = max(1, (recent[0] + 60_000 - now_ms + 999) // 1000)
+            raise TooManyRequestsException(
+                f"Too many requests with a bad API key from {client}; "
+                f"try again in {retry_after_s} s.",
+                headers={"Retry-After": str(retry_after_s)},
+            )
 
     async def _touch(self, services: Services, key: ApiKey) -> None:
         now_ms = services.now_ms()
@@ -79,6 +105,8 @@ def require_scope(
     connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
     """Guard: the request's key must hold the scope the route names in ``opt``."""
+    if "scope" not in handler.opt:
+        return  # Litestar's own OPTIONS answers carry no scope and no data
     scope = Scope(handler.opt["scope"])
     key = connection.scope.get("auth")
     if key is None:

@@ -73,6 +73,7 @@ def openapi_config() -> OpenAPIConfig:
         js_url=f"{ASSETS}/swagger-ui-bundle.js",
         css_url=f"{ASSETS}/swagger-ui.css",
         standalone_preset_js_url=f"{ASSETS}/swagger-ui-standalone-preset.js",
+        favicon="",  # Litestar's default icon comes from a CDN
     )
     return OpenAPIConfig(
         title="notifier",

@@ -142,6 +142,14 @@ def _litestar_field(error: dict[str, Any]) -> dict[str, str]:
 
 def on_unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """Log an unexpected error and answer 500 without a trace."""
+    if isinstance(exc, RecursionError):
+        # The JSON decoder recurses once per level of nesting.
+        return problem(
+            HTTP_400_BAD_REQUEST,
+            "malformed-body",
+            "The body is not JSON",
+            "The request body is nested too deeply to decode.",
+        )
     log.exception("request_crashed", error=type(exc).__name__)
     return problem(
         HTTP_500_INTERNAL_SERVER_ERROR,

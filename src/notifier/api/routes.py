@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
-from litestar import Router, get, post, put
+from litestar import Request, Router, get, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
+from litestar.exceptions import HTTPException
 from litestar.params import (
     FromPath,
     FromQuery,
@@ -17,12 +18,16 @@ from litestar.params import (
     JSONBody,
     QueryParameter,
 )
-from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
+from litestar.status_codes import (
+    HTTP_200_OK,
+    HTTP_202_ACCEPTED,
+    HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+)
 
 from notifier import metrics
 from notifier.api.auth import require_scope
 from notifier.api.docs import SECURITY, problems
-from notifier.api.problems import from_msgspec
+from notifier.api.problems import MalformedBody, from_msgspec
 from notifier.api.schemas import (
     DeliveryDetail,
     DeliveryOut,
@@ -40,7 +45,7 @@ from notifier.api.schemas import (
     to_datetime,
 )
 from notifier.domain.errors import FieldError, ValidationFailed
-from notifier.domain.keys import Scope
+from notifier.domain.keys import ApiKey, Scope
 from notifier.domain.models import DeliveryStatus, Messenger
 from notifier.domain.recipients import InvalidRecipient, normalise
 from notifier.domain.validation import build_message
@@ -51,13 +56,37 @@ from notifier.storage.base import IdempotencyClaim
 _IDEMPOTENCY_KEY_MAX = 255
 
 Limit = Annotated[int, QueryParameter(ge=1, le=500, description="Page size.")]
-Cursor = Annotated[int, QueryParameter(ge=0, description="Opaque cursor.")]
+Cursor = Annotated[
+    int, QueryParameter(ge=0, le=2**63 - 1, description="The next_cursor of a page.")
+]
+DeliveryCursor = Annotated[
+    str | None,
+    QueryParameter(
+        pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+        description="The next_cursor of a page.",
+    ),
+]
 Injected = NamedDependency[Services]
 
 
 def _services(state: State) -> Services:
     services: Injected = state.services
     return services
+
+
+async def _require_json(request: Request[Any, Any, Any]) -> None:
+    """Refuse, before decoding, a body that is empty or not declared as JSON."""
+    if "data" not in request.route_handler.parsed_fn_signature.parameters:
+        return
+    media_type = request.content_type[0]
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        sent = media_type or "no Content-Type"
+        raise HTTPException(
+            status_code=HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            detail=f"Send the body as application/json, not {sent!r}.",
+        )
+    if not (await request.body()).strip():
+        raise MalformedBody("The request body is empty; send a JSON object.")
 
 
 def _parse_time(value: str | None, field: str) -> datetime | None:
@@ -68,10 +97,14 @@ def _parse_time(value: str | None, field: str) -> datetime | None:
     except msgspec.ValidationError as exc:
         example = "'2026-12-24T18:00:00+01:00'"
         reason = f"expected an RFC 3339 time such as {example}, got {value!r}"
+        if ":60" in value:
+            reason += "; leap seconds (:60) are not supported"
         raise ValidationFailed([FieldError(field, reason)]) from exc
 
 
-def _idempotency(key: str | None, request: SendMessage) -> IdempotencyClaim | None:
+def _idempotency(
+    key: str | None, owner: ApiKey | None, request: SendMessage
+) -> IdempotencyClaim | None:
     if key is None:
         return None
     if not 1 <= len(key) <= _IDEMPOTENCY_KEY_MAX or not key.isprintable():
@@ -85,7 +118,9 @@ def _idempotency(key: str | None, request: SendMessage) -> IdempotencyClaim | No
         )
     # Hash the decoded request, so that whitespace or key order do not matter.
     digest = hashlib.sha256(msgspec.json.encode(request)).digest()
-    return IdempotencyClaim(key, digest)
+    # Each API key has its own keys; anonymous callers (auth off) share one set.
+    namespace = owner.name if owner is not None else ""
+    return IdempotencyClaim(f"{namespace}\x00{key}", digest)
 
 
 @post(
@@ -96,6 +131,7 @@ def _idempotency(key: str | None, request: SendMessage) -> IdempotencyClaim | No
     responses=problems(400, 401, 403, 413, 422, 429),
 )
 async def send_message(
+    request: Request[Any, ApiKey | None, Any],
     data: JSONBody[SendMessage],
     services: Injected,
     idempotency_key: Annotated[
@@ -103,7 +139,7 @@ async def send_message(
     ] = None,
 ) -> MessageAccepted:
     """Accept one text for many recipients, now or at ``send_at``."""
-    claim = _idempotency(idempotency_key, data)
+    claim = _idempotency(idempotency_key, request.auth, data)
     recipients = [
         (r.messenger, r.id, _parse_time(r.send_at, f"recipients[{i}].send_at"))
         for i, r in enumerate(data.recipients)
@@ -173,7 +209,7 @@ async def list_deliveries(
     status: FromQuery[StatusName | None] = None,
     messenger: FromQuery[MessengerName | None] = None,
     limit: Limit = 50,
-    cursor: FromQuery[str | None] = None,
+    cursor: DeliveryCursor = None,
 ) -> DeliveryPage:
     """Return a page of deliveries, filtered by status and messenger."""
     rows = await services.outbox.list_deliveries(
@@ -312,6 +348,7 @@ v1 = Router(
     ],
     dependencies={"services": Provide(_services, sync_to_thread=False)},
     guards=[require_scope],
+    before_request=_require_json,
     security=SECURITY,
     tags=["v1"],
 )

@@ -11,13 +11,14 @@ from litestar.middleware.rate_limit import (
     RateLimitMiddleware,
     get_remote_address,
 )
+from litestar.types import Message, Send
 
 from notifier.config import ThrottleConfig
 from notifier.domain.keys import Scope
 
 
 class _RateLimit(RateLimitMiddleware):
-    """Litestar's middleware, plus Retry-After once the window is used up."""
+    """Litestar's middleware, plus Retry-After on the 429 answers."""
 
     def create_response_headers(self, cache_object: CacheObject) -> dict[str, str]:
         """Add Retry-After to the standard RateLimit headers when none are left."""
@@ -25,6 +26,18 @@ class _RateLimit(RateLimitMiddleware):
         if len(cache_object.history) >= self.max_requests:
             headers["Retry-After"] = headers[self.config.rate_limit_reset_header_key]
         return headers
+
+    def create_send_wrapper(self, send: Send, cache_object: CacheObject) -> Send:
+        """Keep Retry-After off the answers that went through (the last one too)."""
+
+        async def without_retry_after(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    (k, v) for k, v in message["headers"] if k.lower() != b"retry-after"
+                ]
+            await send(message)
+
+        return super().create_send_wrapper(without_retry_after, cache_object)
 
 
 def rate_limits(config: ThrottleConfig) -> list[RateLimitConfig]:

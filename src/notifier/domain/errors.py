@@ -28,10 +28,10 @@ class ValidationFailed(NotifierError):
 class NotFound(NotifierError):
     """Raised when a message, delivery or messenger named by id does not exist."""
 
-    def __init__(self, kind: str, ident: str) -> None:
+    def __init__(self, kind: str, ident: str, label: str = "id") -> None:
         self.kind = kind
         self.ident = ident
-        super().__init__(f"No {kind} has the id {ident!r}.")
+        super().__init__(f"No {kind} has the {label} {ident!r}.")
 
 
 class Conflict(NotifierError):

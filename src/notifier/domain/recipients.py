@@ -15,6 +15,7 @@ TEXT_LIMITS: dict[Messenger, int] = {
 _TELEGRAM_CHAT = re.compile(r"-?[1-9][0-9]{0,15}")
 _TELEGRAM_USERNAME = re.compile(r"@[A-Za-z][A-Za-z0-9_]{4,31}")
 _PHONE_SEPARATORS = re.compile(r"[\s().\-]")
+_TRUNK_ZERO = re.compile(r"^(\+[1-9][0-9]{0,2})\s+\(0\)")
 _E164_DIGITS = re.compile(r"[1-9][0-9]{6,14}")
 _VIBER_ID = re.compile(r"[A-Za-z0-9+/=_\-]{1,64}")
 
@@ -46,7 +47,9 @@ def _telegram(value: str) -> str:
 
 
 def _whatsapp(value: str) -> str:
-    digits = _PHONE_SEPARATORS.sub("", value)
+    # "+44 (0) 7700 900123": the bracketed 0 is the domestic trunk prefix, which
+    # is not dialled from abroad and is not part of the E.164 number.
+    digits = _PHONE_SEPARATORS.sub("", _TRUNK_ZERO.sub(r"\1", value))
     if digits.startswith("+"):
         digits = digits[1:]
     elif digits.startswith("00"):

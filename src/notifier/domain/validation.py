@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -45,8 +46,19 @@ def build_message(
     )
 
 
+# Categories that draw nothing: spaces, controls, format marks (zero-width
+# space, direction marks, BOM) and combining marks with nothing to combine with.
+_INVISIBLE = {"Zs", "Zl", "Zp", "Cc", "Cf", "Mn", "Me"}
+# Letters that render as blanks.
+_BLANK_LETTERS = {"\u115f", "\u1160", "\u3164", "\uffa0", "\u2800"}
+
+
+def _is_visible(ch: str) -> bool:
+    return unicodedata.category(ch) not in _INVISIBLE and ch not in _BLANK_LETTERS
+
+
 def _text_errors(text: str) -> list[FieldError]:
-    if not text.strip():
+    if not any(_is_visible(ch) for ch in text):
         return [FieldError("text", "must contain at least one visible character")]
     if "\x00" in text:
         return [FieldError("text", "must not contain NUL characters")]
@@ -99,14 +111,16 @@ def _recipient_reason(exc: ValueError, messenger: str) -> str:
 
 
 def _length_errors(text: str, recipients: list[Recipient]) -> list[FieldError]:
+    # Counted in NFC, the form texts are compared in: a decomposed "é" is one.
+    length = len(unicodedata.normalize("NFC", text))
     errors = []
     for messenger in sorted({r.messenger for r in recipients}):
         limit = TEXT_LIMITS[messenger]
-        if len(text) > limit:
+        if length > limit:
             errors.append(
                 FieldError(
                     "text",
-                    f"is {len(text)} characters long; {messenger.value} "
+                    f"is {length} characters long; {messenger.value} "
                     f"takes at most {limit}",
                 )
             )

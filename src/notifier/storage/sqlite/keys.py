@@ -62,7 +62,7 @@ class SqliteKeyStore:
                 (now_ms, name),
             )
         if not rows:
-            raise NotFound("API key", name)
+            raise NotFound("API key", name, label="name")
         return _key(next(iter(rows)))
 
     async def find(self, key_id: str) -> tuple[ApiKey, bytes] | None:
