@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import aiosqlite
 import msgspec
@@ -15,6 +16,7 @@ from notifier.domain.models import (
     Delivery,
     DeliveryStatus,
     NewMessage,
+    Recipient,
 )
 from notifier.storage.base import Accepted, IdempotencyClaim
 from notifier.storage.sqlite.rows import chunks, deliveries_by_id, marks
@@ -27,6 +29,10 @@ VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?)"""
 _INSERT_DEDUPE = """
 INSERT INTO dedupe (key, delivery_id, created_at_ms) VALUES (?, ?, ?)
 ON CONFLICT DO NOTHING"""
+
+_INSERT_IDEMPOTENCY = """
+INSERT INTO idempotency_keys (key, request_hash, response, created_at_ms)
+VALUES (?, ?, ?, ?)"""
 
 _INSERT_LINK = """
 INSERT INTO message_deliveries (message_id, position, delivery_id, duplicate)
@@ -49,95 +55,176 @@ class _Owner(msgspec.Struct, array_like=True):
     final_send_at_ms: int | None
 
 
-async def replay(db: aiosqlite.Connection, claim: IdempotencyClaim) -> Accepted | None:
-    """Return the first answer given under this key, or None for a new key."""
-    rows = await db.execute_fetchall(
-        "SELECT request_hash, response FROM idempotency_keys WHERE key = ?",
-        (claim.key,),
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One accept waiting for the next group commit."""
+
+    message: NewMessage
+    idempotency: IdempotencyClaim | None
+
+
+async def accept_batch(
+    db: aiosqlite.Connection, jobs: Sequence[Job]
+) -> list[Accepted | IdempotencyMismatch]:
+    """Accept several messages in the caller's transaction, a few statements in all.
+
+    Each job gets its own answer: an earlier answer for a known Idempotency-Key,
+    a mismatch for a key reused with another body, or a fresh Accepted. The
+    caller must not put two jobs with one Idempotency-Key in a batch.
+    """
+    stored = await _stored_answers(
+        db, [j.idempotency.key for j in jobs if j.idempotency is not None]
     )
-    if not rows:
-        return None
-    request_hash, response = next(iter(rows))
+    answers: list[Accepted | IdempotencyMismatch | None] = [None] * len(jobs)
+    fresh: list[int] = []
+    for i, job in enumerate(jobs):
+        claim = job.idempotency
+        if claim is not None and claim.key in stored:
+            answers[i] = _replay(claim, *stored[claim.key])
+        else:
+            fresh.append(i)
+    accepted = await _insert_messages(db, [jobs[i].message for i in fresh])
+    remembered = []
+    for i, made in zip(fresh, accepted, strict=True):
+        answers[i] = made
+        claim = jobs[i].idempotency
+        if claim is not None:
+            remembered.append(
+                (claim.key, claim.request_hash, _snapshot(made), made.created_at_ms)
+            )
+    await db.executemany(_INSERT_IDEMPOTENCY, remembered)
+    return [a for a in answers if a is not None]
+
+
+async def _stored_answers(
+    db: aiosqlite.Connection, keys: Sequence[str]
+) -> dict[str, tuple[bytes, bytes]]:
+    stored: dict[str, tuple[bytes, bytes]] = {}
+    for chunk in chunks(keys):
+        rows = await db.execute_fetchall(
+            "SELECT key, request_hash, response FROM idempotency_keys "
+            f"WHERE key IN ({marks(len(chunk))})",
+            chunk,
+        )
+        stored.update((r[0], (r[1], r[2])) for r in rows)
+    return stored
+
+
+def _replay(
+    claim: IdempotencyClaim, request_hash: bytes, response: bytes
+) -> Accepted | IdempotencyMismatch:
     if request_hash != claim.request_hash:
-        raise IdempotencyMismatch(claim.key)
+        return IdempotencyMismatch(claim.key.partition("\x00")[2] or claim.key)
     snap = msgspec.msgpack.decode(response, type=_Snapshot)
     deliveries = [AcceptedDelivery(d, dup) for d, dup in snap.deliveries]
     return Accepted(snap.message_id, snap.created_at_ms, deliveries, replayed=True)
 
 
-async def remember(
-    db: aiosqlite.Connection, claim: IdempotencyClaim, accepted: Accepted
-) -> None:
-    """Keep the answer under its key, in the transaction that made it."""
+def _snapshot(accepted: Accepted) -> bytes:
     snap = _Snapshot(
         accepted.message_id,
         accepted.created_at_ms,
         [(a.delivery, a.duplicate) for a in accepted.deliveries],
     )
-    await db.execute(
-        "INSERT INTO idempotency_keys (key, request_hash, response, created_at_ms) "
-        "VALUES (?, ?, ?, ?)",
-        (
-            claim.key,
-            claim.request_hash,
-            msgspec.msgpack.encode(snap),
-            snap.created_at_ms,
-        ),
-    )
+    return msgspec.msgpack.encode(snap)
 
 
-async def insert_message(db: aiosqlite.Connection, message: NewMessage) -> Accepted:
-    """Insert the message, then claim each recipient's dedupe key for a new delivery.
+async def _insert_messages(
+    db: aiosqlite.Connection, messages: Sequence[NewMessage]
+) -> list[Accepted]:
+    """Insert the messages, then claim each recipient's dedupe key for a delivery.
 
     The UNIQUE dedupe key decides, inside this transaction, which recipients
-    get a new delivery: a key already taken names the delivery to answer with.
+    get a new delivery: a key already taken (by an earlier message, or one
+    earlier in this batch) names the delivery to answer with.
     """
-    now = message.created_at_ms
-    await db.execute(
-        "INSERT INTO messages (id, text, created_at_ms) VALUES (?, ?, ?)",
-        (message.id, message.text, now),
-    )
-    digest = text_digest(message.text)
-    keys = [dedupe_key(r, digest) for r in message.recipients]
-    proposed = [new_id(now) for _ in keys]
+    if not messages:
+        return []
     await db.executemany(
-        _INSERT_DEDUPE, [(k, p, now) for k, p in zip(keys, proposed, strict=True)]
+        "INSERT INTO messages (id, text, created_at_ms) VALUES (?, ?, ?)",
+        [(m.id, m.text, m.created_at_ms) for m in messages],
     )
-    owners = await _owners(db, keys)
-    chosen = [owners[k].delivery_id for k in keys]
+    keys = [
+        [dedupe_key(r, digest) for r in m.recipients]
+        for m, digest in ((m, text_digest(m.text)) for m in messages)
+    ]
+    proposed = [[new_id(m.created_at_ms) for _ in m.recipients] for m in messages]
+    await db.executemany(
+        _INSERT_DEDUPE,
+        [
+            (k, p, m.created_at_ms)
+            for m, ks, ps in zip(messages, keys, proposed, strict=True)
+            for k, p in zip(ks, ps, strict=True)
+        ],
+    )
+    owners = await _owners(db, [k for ks in keys for k in ks])
+    made = {
+        p: _new_delivery(p, m, r)
+        for m, ks, ps in zip(messages, keys, proposed, strict=True)
+        for r, k, p in zip(m.recipients, ks, ps, strict=True)
+        if owners[k].delivery_id == p
+    }
     await db.executemany(
         _INSERT_DELIVERY,
         [
             (
-                pid,
-                message.id,
-                r.messenger.value,
-                r.id,
-                message.send_at_for(r),
-                message.send_at_for(r),
-                now,
-                now,
+                d.id,
+                d.message_id,
+                d.messenger.value,
+                d.recipient,
+                d.send_at_ms,
+                d.due_at_ms,
+                d.created_at_ms,
+                d.updated_at_ms,
             )
-            for r, pid, cid in zip(message.recipients, proposed, chosen, strict=True)
-            if pid == cid
+            for d in made.values()
         ],
     )
     await db.executemany(
         _INSERT_LINK,
         [
-            (message.id, i, cid, int(pid != cid))
-            for i, (pid, cid) in enumerate(zip(proposed, chosen, strict=True))
+            (m.id, i, owners[k].delivery_id, int(owners[k].delivery_id != p))
+            for m, ks, ps in zip(messages, keys, proposed, strict=True)
+            for i, (k, p) in enumerate(zip(ks, ps, strict=True))
         ],
     )
-    found = await deliveries_by_id(db, chosen)
-    deliveries = [
-        AcceptedDelivery(
-            found.get(owners[k].delivery_id) or _pruned(owners[k], message, i),
-            duplicate=pid != owners[k].delivery_id,
+    older = {o.delivery_id for o in owners.values()} - made.keys()
+    found = made | await deliveries_by_id(db, list(older))
+    return [
+        Accepted(
+            m.id,
+            m.created_at_ms,
+            [
+                AcceptedDelivery(
+                    found.get(owners[k].delivery_id) or _pruned(owners[k], m, i),
+                    duplicate=owners[k].delivery_id != p,
+                )
+                for i, (k, p) in enumerate(zip(ks, ps, strict=True))
+            ],
         )
-        for i, (k, pid) in enumerate(zip(keys, proposed, strict=True))
+        for m, ks, ps in zip(messages, keys, proposed, strict=True)
     ]
-    return Accepted(message.id, now, deliveries)
+
+
+def _new_delivery(
+    delivery_id: str, message: NewMessage, recipient: Recipient
+) -> Delivery:
+    send_at_ms = message.send_at_for(recipient)
+    return Delivery(
+        id=delivery_id,
+        message_id=message.id,
+        messenger=recipient.messenger,
+        recipient=recipient.id,
+        status=DeliveryStatus.PENDING,
+        send_at_ms=send_at_ms,
+        due_at_ms=send_at_ms,
+        attempts_made=0,
+        attempts_counted=0,
+        last_error=None,
+        created_at_ms=message.created_at_ms,
+        updated_at_ms=message.created_at_ms,
+        sent_at_ms=None,
+    )
 
 
 def _pruned(owner: _Owner, message: NewMessage, index: int) -> Delivery:

@@ -55,6 +55,8 @@ class SqliteOutbox:
         self._reader = reader
         self._lock = asyncio.Lock()
         self.keys = SqliteKeyStore(writer, reader, self._lock)
+        self._queued: list[tuple[accepting.Job, asyncio.Future[Accepted]]] = []
+        self._committer: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -70,7 +72,9 @@ class SqliteOutbox:
         return cls(writer, reader)
 
     async def close(self) -> None:
-        """Close both connections."""
+        """Finish queued accepts, then close both connections."""
+        if self._committer is not None:
+            await self._committer
         await self._reader.close()
         await self._writer.close()
 
@@ -98,16 +102,44 @@ class SqliteOutbox:
     async def accept(
         self, message: NewMessage, idempotency: IdempotencyClaim | None = None
     ) -> Accepted:
-        """Store a message and one delivery per new recipient, all or nothing."""
-        async with self._transaction() as db:
-            if idempotency is not None:
-                replay = await accepting.replay(db, idempotency)
-                if replay is not None:
-                    return replay
-            accepted = await accepting.insert_message(db, message)
-            if idempotency is not None:
-                await accepting.remember(db, idempotency, accepted)
-        return accepted
+        """Store a message and one delivery per new recipient, all or nothing.
+
+        Accepts that arrive while a commit is under way wait for the next one
+        and share it (group commit): one transaction, and one fsync, for many.
+        """
+        future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+        self._queued.append((accepting.Job(message, idempotency), future))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_queued())
+        return await future
+
+    async def _commit_queued(self) -> None:
+        while self._queued:
+            batch = _one_per_key(self._queued[:_GROUP_MAX])
+            del self._queued[: len(batch)]
+            jobs = [job for job, _ in batch]
+            answers: list[Accepted | Exception]
+            try:
+                async with self._transaction() as db:
+                    answers = [*await accepting.accept_batch(db, jobs)]
+            except Exception:
+                # One bad job must not sink its neighbours: each goes alone.
+                answers = [await self._accept_alone(job) for job in jobs]
+            for (_, future), answer in zip(batch, answers, strict=True):
+                if future.cancelled():
+                    continue
+                if isinstance(answer, Exception):
+                    future.set_exception(answer)
+                else:
+                    future.set_result(answer)
+
+    async def _accept_alone(self, job: accepting.Job) -> Accepted | Exception:
+        try:
+            async with self._transaction() as db:
+                [answer] = await accepting.accept_batch(db, [job])
+        except Exception as exc:
+            return exc
+        return answer
 
     async def get_message(self, message_id: str) -> StoredMessage:
         """Return a message and its deliveries, or raise NotFound.
@@ -283,3 +315,23 @@ class SqliteOutbox:
         """Fold the write-ahead log into the database and truncate it."""
         async with self._lock:
             await self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+_GROUP_MAX = 256
+
+
+def _one_per_key(
+    queued: list[tuple[accepting.Job, asyncio.Future[Accepted]]],
+) -> list[tuple[accepting.Job, asyncio.Future[Accepted]]]:
+    """Return the queue's head, stopping before a second use of one key.
+
+    A repeated Idempotency-Key must see the first one's answer, so it waits
+    for a later transaction.
+    """
+    seen: set[str] = set()
+    for i, (job, _) in enumerate(queued):
+        if job.idempotency is not None:
+            if job.idempotency.key in seen:
+                return queued[:i]
+            seen.add(job.idempotency.key)
+    return queued
