@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -274,13 +275,23 @@ async def test_emulated_messenger_mixed_rates_produce_every_outcome(
     assert len(await received(inbox)) < 200
 
 
-async def test_inbox_add_reports_a_repeat(inbox: Inbox) -> None:
-    first = await inbox.add(Messenger.VIBER, "d-1", "u", TEXT, 1)
+async def test_inbox_add_keeps_the_first_of_a_repeat(inbox: Inbox) -> None:
+    await inbox.add(Messenger.VIBER, "d-1", "u", TEXT, 1)
 
-    again = await inbox.add(Messenger.VIBER, "d-1", "u", "other text", 2)
+    await inbox.add(Messenger.VIBER, "d-1", "u", "other text", 2)
 
-    assert (first, again) == (True, False)
     assert [i.text for i in await received(inbox, Messenger.VIBER)] == [TEXT]
+    assert await inbox.has(Messenger.VIBER, "d-1")
+
+
+async def test_inbox_add_batches_concurrent_writes(inbox: Inbox) -> None:
+    """Concurrent adds share transactions; every one is stored, repeats once."""
+    ids = [f"d-{n % 150}" for n in range(200)]
+
+    await asyncio.gather(*(inbox.add(Messenger.VIBER, i, "u", TEXT, 1) for i in ids))
+
+    stored = await inbox.list(Messenger.VIBER, recipient=None, limit=500, after_seq=0)
+    assert sorted(i.delivery_id for i in stored) == sorted(set(ids))
 
 
 async def test_inbox_list_filters_by_recipient_oldest_first(inbox: Inbox) -> None:

@@ -91,14 +91,16 @@ class EmulatedMessenger:
         latency_ms = SLOW_LATENCY_MS if behaviour == "slow" else settings.latency_ms
         if latency_ms:
             await self._sleep(latency_ms / 1000)
-        # Like a provider honouring an idempotency key: a known delivery id gets
-        # the first answer (success) again, whatever the dice would say now.
-        if await self._inbox.has(self.messenger, delivery_id):
-            return
         if behaviour is not None:
             outcome = _scripted(behaviour, attempt)
         else:
             outcome = self._roll(settings)
+        # Like a provider honouring an idempotency key: a known delivery id gets
+        # the first answer (success) again, whatever the dice say now.
+        if outcome is not Outcome.SENT and await self._inbox.has(
+            self.messenger, delivery_id
+        ):
+            return
         if outcome is Outcome.PERMANENT_ERROR:
             raise PermanentError(
                 f"{self.messenger.value}: the recipient blocked the bot"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,10 @@ CREATE TABLE IF NOT EXISTS inbox (
     received_at_ms INTEGER NOT NULL,
     UNIQUE (messenger, delivery_id)
 )"""
+
+_INSERT = """
+INSERT INTO inbox (messenger, delivery_id, recipient, text, received_at_ms)
+VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"""
 
 _CREATE_RECIPIENT_INDEX = """
 CREATE INDEX IF NOT EXISTS inbox_recipient ON inbox (messenger, recipient, seq)"""
@@ -45,6 +50,9 @@ class Inbox:
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
+        self._queued: list[tuple[tuple[str, str, str, str, int], asyncio.Future[None]]]
+        self._queued = []
+        self._writer: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str]) -> Inbox:
@@ -63,7 +71,9 @@ class Inbox:
         return cls(db)
 
     async def close(self) -> None:
-        """Close the connection."""
+        """Finish queued writes, then close the connection."""
+        if self._writer is not None:
+            await self._writer
         await self._db.close()
 
     async def add(
@@ -73,14 +83,34 @@ class Inbox:
         recipient: str,
         text: str,
         now_ms: int,
-    ) -> bool:
-        """Store a received text once per delivery id; return False for a repeat."""
-        cursor = await self._db.execute(
-            "INSERT INTO inbox (messenger, delivery_id, recipient, text, "
-            "received_at_ms) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (messenger.value, delivery_id, recipient, text, now_ms),
-        )
-        return cursor.rowcount == 1
+    ) -> None:
+        """Store a received text durably, once per delivery id.
+
+        Texts that arrive while a write is under way share the next one.
+        """
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        row = (messenger.value, delivery_id, recipient, text, now_ms)
+        self._queued.append((row, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_queued())
+        await future
+
+    async def _write_queued(self) -> None:
+        while self._queued:
+            batch, self._queued = self._queued, []
+            try:
+                await self._db.execute("BEGIN IMMEDIATE")
+                await self._db.executemany(_INSERT, [row for row, _ in batch])
+                await self._db.execute("COMMIT")
+            except Exception as exc:
+                await self._db.execute("ROLLBACK")
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(None)
 
     async def has(self, messenger: Messenger, delivery_id: str) -> bool:
         """Return whether this delivery id was already received."""
