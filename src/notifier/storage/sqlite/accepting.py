@@ -92,7 +92,8 @@ async def accept_batch(
             remembered.append(
                 (claim.key, claim.request_hash, _snapshot(made), made.created_at_ms)
             )
-    await db.executemany(_INSERT_IDEMPOTENCY, remembered)
+    if remembered:
+        await db.executemany(_INSERT_IDEMPOTENCY, remembered)
     return [a for a in answers if a is not None]
 
 
