@@ -13,7 +13,7 @@ from litestar.plugins.prometheus import PrometheusConfig
 from litestar.types import ControllerRouterHandler
 
 from notifier.api.auth import PUBLIC_PATHS, ApiKeyMiddleware
-from notifier.api.docs import assets_router, openapi_config
+from notifier.api.docs import ClosedStructs, assets_router, openapi_config
 from notifier.api.ops import live, ready, scrape
 from notifier.api.problems import EXCEPTION_HANDLERS
 from notifier.api.routes import v1
@@ -106,6 +106,7 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> Litest
         request_max_body_size=config.api.max_body_bytes,
         openapi_config=None if config.is_production else openapi_config(),
         logging_config=None,
+        plugins=[ClosedStructs()],
         middleware=[
             _HTTP_METRICS.middleware,
             DefineMiddleware(

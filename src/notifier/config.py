@@ -68,12 +68,12 @@ class DispatcherConfig(_Section, frozen=True):
     """How the background loop claims, sends and retries."""
 
     poll_interval_s: Positive = 1.0
-    batch_size: PositiveInt = 100
+    batch_size: PositiveInt = 500
     lease_s: Annotated[float, msgspec.Meta(ge=1)] = 30.0
     max_attempts: PositiveInt = 5
     backoff_base_s: Positive = 1.0
     backoff_max_s: Positive = 300.0
-    concurrency: PositiveInt = 64
+    concurrency: PositiveInt = 256
     shutdown_grace_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
 
 

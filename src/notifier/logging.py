@@ -6,6 +6,7 @@ import logging
 import sys
 from typing import Literal
 
+import msgspec
 import structlog
 
 Format = Literal["auto", "json", "console"]
@@ -18,7 +19,7 @@ def configure(level: str = "info", fmt: Format = "auto") -> None:
     renderer: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer()
         if fmt == "console"
-        else structlog.processors.JSONRenderer()
+        else structlog.processors.JSONRenderer(serializer=_dumps)
     )
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -50,3 +51,8 @@ def configure(level: str = "info", fmt: Format = "auto") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+def _dumps(event: object, **_: object) -> str:
+    """Serialise a log event with msgspec: several times faster than json.dumps."""
+    return msgspec.json.encode(event, enc_hook=repr).decode()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -26,6 +27,7 @@ _TOUCH_EVERY_MS = 60_000
 # Bad keys allowed per client address and minute before 429: keys cannot be
 # guessed, but each try costs a lookup.
 MAX_FAILURES_PER_MINUTE = 20
+_MAX_TRACKED = 10_000
 # Routes outside /v1 (probes, metrics, docs) never need a key.
 PUBLIC_PATHS = ["^/health", "^/metrics", "^/schema"]
 
@@ -36,11 +38,6 @@ class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
     A key is looked up on each request, so a revoked key stops working at once.
     Without a header the request passes as anonymous unless auth is required.
     """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._touched: dict[str, int] = {}
-        self._failures: dict[str, list[int]] = {}
 
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
@@ -54,20 +51,36 @@ class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
                     "This route needs an API key: send 'Authorization: Bearer <key>'."
                 )
             return AuthenticationResult(user=None, auth=None)
+        usage = _usage(connection)
         client = connection.client.host if connection.client else "unknown"
-        self._refuse_guessers(client, services.now_ms())
+        now_ms = services.now_ms()
+        usage.refuse_guesser(client, now_ms)
         try:
             key = await _resolve(services, header)
         except NotAuthorizedException:
-            self._failures.setdefault(client, []).append(services.now_ms())
+            usage.failures.setdefault(client, []).append(now_ms)
             raise
-        await self._touch(services, key)
+        if usage.is_touch_due(key, now_ms):
+            await services.outbox.keys.touch(key.key_id, now_ms)
         return AuthenticationResult(user=key.name, auth=key)
 
-    def _refuse_guessers(self, client: str, now_ms: int) -> None:
+
+@dataclass
+class _Usage:
+    """Per app (Litestar makes a middleware per route): bad keys and last uses."""
+
+    failures: dict[str, list[int]] = field(default_factory=dict)
+    touched: dict[str, int] = field(default_factory=dict)
+
+    def refuse_guesser(self, client: str, now_ms: int) -> None:
         """Answer 429 to an address with too many bad keys in the last minute."""
-        recent = [t for t in self._failures.get(client, []) if now_ms - t < 60_000]
-        self._failures[client] = recent
+        if len(self.failures) > _MAX_TRACKED:
+            self._forget_idle(now_ms)
+        recent = [t for t in self.failures.get(client, []) if now_ms - t < 60_000]
+        if recent:
+            self.failures[client] = recent
+        else:
+            self.failures.pop(client, None)
         if len(recent) >= MAX_FAILURES_PER_MINUTE:
             retry_after_s = max(1, (recent[0] + 60_000 - now_ms + 999) // 1000)
             raise TooManyRequestsException(
@@ -76,11 +89,25 @@ class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
                 headers={"Retry-After": str(retry_after_s)},
             )
 
-    async def _touch(self, services: Services, key: ApiKey) -> None:
-        now_ms = services.now_ms()
-        if now_ms - self._touched.get(key.key_id, 0) >= _TOUCH_EVERY_MS:
-            self._touched[key.key_id] = now_ms
-            await services.outbox.keys.touch(key.key_id, now_ms)
+    def is_touch_due(self, key: ApiKey, now_ms: int) -> bool:
+        """Whether to write the key's last use now; at most once a minute."""
+        if now_ms - self.touched.get(key.key_id, 0) < _TOUCH_EVERY_MS:
+            return False
+        self.touched[key.key_id] = now_ms
+        return True
+
+    def _forget_idle(self, now_ms: int) -> None:
+        for client, times in list(self.failures.items()):
+            if now_ms - times[-1] >= 60_000:
+                del self.failures[client]
+
+
+def _usage(connection: ASGIConnection[Any, Any, Any, Any]) -> _Usage:
+    state = connection.app.state
+    usage: _Usage | None = state.get("key_usage")
+    if usage is None:
+        usage = state["key_usage"] = _Usage()
+    return usage
 
 
 async def _resolve(services: Services, header: str) -> ApiKey:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from litestar._openapi.schema_generation import SchemaCreator
+from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
-from litestar.openapi.spec import Components, Example, SecurityScheme
+from litestar.openapi.spec import Components, Example, Schema, SecurityScheme
 from litestar.router import Router
 from litestar.static_files import create_static_files_router
+from litestar.typing import FieldDefinition
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from notifier import __version__
@@ -32,6 +35,11 @@ _PROBLEMS: dict[int, tuple[str, str, str]] = {
     404: ("not-found", "No such delivery", "No delivery has the id 'x'."),
     409: ("conflict", "The delivery is in the wrong state", "Delivery 'x' is sent."),
     413: ("request-entity-too-large", "Request Entity Too Large", "Too large."),
+    415: (
+        "unsupported-media-type",
+        "Unsupported Media Type",
+        "Send the body as application/json, not 'text/plain'.",
+    ),
     422: ("validation-error", "The request is not valid", "1 field(s) failed."),
     429: ("too-many-requests", "Too Many Requests", "Too Many Requests"),
 }
@@ -99,3 +107,25 @@ def assets_router() -> Router:
     return create_static_files_router(
         path=ASSETS, directories=[swagger_ui_path], include_in_schema=False
     )
+
+
+class ClosedStructs(StructSchemaPlugin):
+    """Document a Struct that refuses unknown fields as additionalProperties: false.
+
+    Litestar's own plugin leaves the schema open, so schema-driven clients
+    would think that ``{"sendAt": ...}`` is allowed.
+    """
+
+    def is_plugin_supported_field(self, field_definition: FieldDefinition) -> bool:
+        """Take the Structs that forbid unknown fields; Litestar has the rest."""
+        return super().is_plugin_supported_field(field_definition) and bool(
+            field_definition.annotation.__struct_config__.forbid_unknown_fields
+        )
+
+    def to_openapi_schema(
+        self, field_definition: FieldDefinition, schema_creator: SchemaCreator
+    ) -> Schema:
+        """Build Litestar's schema, then close it."""
+        schema = super().to_openapi_schema(field_definition, schema_creator)
+        schema.additional_properties = False
+        return schema

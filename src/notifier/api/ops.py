@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+import msgspec
 from litestar import Response, get
 from litestar.datastructures import State
+from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import Example
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from prometheus_client import generate_latest
 
 from notifier import metrics
 from notifier.services import Services
+
+
+class Readiness(msgspec.Struct, omit_defaults=True):
+    """The readiness probe's answer; ``reasons`` is there when not ready."""
+
+    status: str
+    reasons: list[str] = []
+
 
 # prometheus-client's CONTENT_TYPE_LATEST without the charset: Litestar adds it.
 _EXPOSITION = "text/plain; version=0.0.4"
@@ -24,8 +33,28 @@ async def live() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/health/ready", summary="Readiness probe", tags=["operations"])
-async def ready(state: State) -> Response[dict[str, Any]]:
+@get(
+    "/health/ready",
+    summary="Readiness probe",
+    tags=["operations"],
+    responses={
+        503: ResponseSpec(
+            data_container=Readiness,
+            generate_examples=False,
+            description="Not ready: the reasons say why",
+            examples=[
+                Example(
+                    summary="Not ready",
+                    value={
+                        "status": "unavailable",
+                        "reasons": ["the dispatcher loop has not ticked for 9.2 s"],
+                    },
+                )
+            ],
+        )
+    },
+)
+async def ready(state: State) -> Response[Readiness]:
     """Answer 200 when the database answers and the dispatcher loop is ticking."""
     services: Services = state.services
     problems = []
@@ -41,11 +70,10 @@ async def ready(state: State) -> Response[dict[str, Any]]:
             "the dispatcher loop has not ticked "
             + ("yet" if age_s is None else f"for {age_s:.1f} s")
         )
-    status = HTTP_503_SERVICE_UNAVAILABLE if problems else HTTP_200_OK
-    body: dict[str, Any] = {"status": "unavailable" if problems else "ok"}
     if problems:
-        body["reasons"] = problems
-    return Response(body, status_code=status)
+        body = Readiness("unavailable", problems)
+        return Response(body, status_code=HTTP_503_SERVICE_UNAVAILABLE)
+    return Response(Readiness("ok"), status_code=HTTP_200_OK)
 
 
 @get(

@@ -57,7 +57,7 @@ _IDEMPOTENCY_KEY_MAX = 255
 
 Limit = Annotated[int, QueryParameter(ge=1, le=500, description="Page size.")]
 Cursor = Annotated[
-    int, QueryParameter(ge=0, le=2**63 - 1, description="The next_cursor of a page.")
+    int, QueryParameter(ge=0, le=2**53, description="The next_cursor of a page.")
 ]
 DeliveryCursor = Annotated[
     str | None,
@@ -128,7 +128,7 @@ def _idempotency(
     status_code=HTTP_202_ACCEPTED,
     summary="Send a message",
     opt={"scope": Scope.SEND},
-    responses=problems(400, 401, 403, 413, 422, 429),
+    responses=problems(400, 401, 403, 413, 415, 422, 429),
 )
 async def send_message(
     request: Request[Any, ApiKey | None, Any],
@@ -313,7 +313,7 @@ async def get_emulator(
     "/emulator/{messenger:str}",
     summary="Change an emulator's settings",
     opt={"scope": Scope.ADMIN},
-    responses=problems(400, 401, 403, 413, 422, 429),
+    responses=problems(400, 401, 403, 413, 415, 422, 429),
 )
 async def put_emulator(
     messenger: FromPath[MessengerName],

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
+import anyio
 from litestar import Request
 from litestar.middleware.rate_limit import (
     CacheObject,
@@ -11,14 +12,25 @@ from litestar.middleware.rate_limit import (
     RateLimitMiddleware,
     get_remote_address,
 )
-from litestar.types import Message, Send
+from litestar.types import ASGIApp, Message, Send
 
 from notifier.config import ThrottleConfig
 from notifier.domain.keys import Scope
 
 
 class _RateLimit(RateLimitMiddleware):
-    """Litestar's middleware, plus Retry-After on the 429 answers."""
+    """Litestar's middleware, plus Retry-After on the 429 answers.
+
+    Litestar makes one instance per route, each with a lock of its own; the
+    budget of a scope spans several routes, so its instances share one lock,
+    or concurrent requests to two routes could both take the last slot.
+    """
+
+    _locks: ClassVar[dict[int, anyio.Lock]] = {}
+
+    def __init__(self, app: ASGIApp, config: RateLimitConfig) -> None:
+        super().__init__(app, config)
+        self._lock = self._locks.setdefault(id(config), anyio.Lock())
 
     def create_response_headers(self, cache_object: CacheObject) -> dict[str, str]:
         """Add Retry-After to the standard RateLimit headers when none are left."""
@@ -61,7 +73,8 @@ def rate_limits(config: ThrottleConfig) -> list[RateLimitConfig]:
 
 
 def _for_scope(scope: Scope) -> Any:
-    def applies(request: Request[Any, Any, Any]) -> bool:
+    # async on purpose: Litestar runs a plain function in a worker thread.
+    async def applies(request: Request[Any, Any, Any]) -> bool:
         return bool(request.route_handler.opt.get("scope") == scope)
 
     return applies

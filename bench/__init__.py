@@ -1,0 +1,1 @@
+"""notifier's benchmark suite: notifier against the ceilings of its own stack."""

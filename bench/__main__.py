@@ -1,0 +1,5 @@
+"""Allow ``python -m bench``."""
+
+from bench.run import main
+
+raise SystemExit(main())
