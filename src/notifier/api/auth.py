@@ -128,10 +128,13 @@ def _unauthorized(detail: str) -> NotAuthorizedException:
     return NotAuthorizedException(detail, headers=CHALLENGE)
 
 
-def require_scope(
+async def require_scope(
     connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
-    """Guard: the request's key must hold the scope the route names in ``opt``."""
+    """Guard: the request's key must hold the scope the route names in ``opt``.
+
+    async on purpose: Litestar runs a plain function guard in a worker thread.
+    """
     if "scope" not in handler.opt:
         return  # Litestar's own OPTIONS answers carry no scope and no data
     scope = Scope(handler.opt["scope"])
