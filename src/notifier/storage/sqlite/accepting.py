@@ -19,7 +19,7 @@ from notifier.domain.models import (
     Recipient,
 )
 from notifier.storage.base import Accepted, IdempotencyClaim
-from notifier.storage.sqlite.rows import chunks, deliveries_by_id, marks
+from notifier.storage.sqlite.rows import deliveries_by_id, select_in
 
 _INSERT_DELIVERY = """
 INSERT INTO deliveries (id, message_id, messenger, recipient, status, send_at_ms,
@@ -100,15 +100,11 @@ async def accept_batch(
 async def _stored_answers(
     db: aiosqlite.Connection, keys: Sequence[str]
 ) -> dict[str, tuple[bytes, bytes]]:
-    stored: dict[str, tuple[bytes, bytes]] = {}
-    for chunk in chunks(keys):
-        rows = await db.execute_fetchall(
-            "SELECT key, request_hash, response FROM idempotency_keys "
-            f"WHERE key IN ({marks(len(chunk))})",
-            chunk,
-        )
-        stored.update((r[0], (r[1], r[2])) for r in rows)
-    return stored
+    sql = (
+        "SELECT key, request_hash, response FROM idempotency_keys "
+        "WHERE key IN ({marks})"
+    )
+    return {r[0]: (r[1], r[2]) for r in await select_in(db, sql, keys)}
 
 
 def _replay(
@@ -252,12 +248,8 @@ def _pruned(owner: _Owner, message: NewMessage, index: int) -> Delivery:
 async def _owners(
     db: aiosqlite.Connection, keys: Sequence[bytes]
 ) -> dict[bytes, _Owner]:
-    owners: dict[bytes, _Owner] = {}
-    for chunk in chunks(keys):
-        rows = await db.execute_fetchall(
-            "SELECT key, delivery_id, final_status, final_send_at_ms FROM dedupe "
-            f"WHERE key IN ({marks(len(chunk))})",
-            chunk,
-        )
-        owners.update((r[0], _Owner(r[1], r[2], r[3])) for r in rows)
-    return owners
+    sql = (
+        "SELECT key, delivery_id, final_status, final_send_at_ms FROM dedupe "
+        "WHERE key IN ({marks})"
+    )
+    return {r[0]: _Owner(r[1], r[2], r[3]) for r in await select_in(db, sql, keys)}

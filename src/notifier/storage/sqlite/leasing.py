@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import aiosqlite
 
 from notifier.domain.models import Claim, Messenger, Result
-from notifier.storage.sqlite.rows import chunks, marks
+from notifier.storage.sqlite.rows import select_in
 
 _CLAIM_ONE = """
 SELECT id FROM (SELECT id FROM deliveries
@@ -114,28 +114,19 @@ async def record(
 async def _held_leases(
     db: aiosqlite.Connection, ids: Sequence[str]
 ) -> dict[str, tuple[str, int]]:
-    held: dict[str, tuple[str, int]] = {}
-    for chunk in chunks(ids):
-        rows = await db.execute_fetchall(
-            "SELECT id, lease_token, attempts_made FROM deliveries "
-            f"WHERE status = 'sending' AND id IN ({marks(len(chunk))})",
-            chunk,
-        )
-        held.update((r[0], (r[1], r[2])) for r in rows)
-    return held
+    sql = (
+        "SELECT id, lease_token, attempts_made FROM deliveries "
+        "WHERE status = 'sending' AND id IN ({marks})"
+    )
+    return {r[0]: (r[1], r[2]) for r in await select_in(db, sql, ids)}
 
 
 async def _expire_open_attempts(
     db: aiosqlite.Connection, ids: Sequence[str], now_ms: int
 ) -> set[str]:
-    expired: set[str] = set()
-    for chunk in chunks(ids):
-        rows = await db.execute_fetchall(
-            "UPDATE attempts SET finished_at_ms = ?, outcome = 'lease_expired', "
-            "error = 'the lease ran out before the attempt reported' "
-            f"WHERE outcome IS NULL AND delivery_id IN ({marks(len(chunk))}) "
-            "RETURNING delivery_id",
-            (now_ms, *chunk),
-        )
-        expired.update(r[0] for r in rows)
-    return expired
+    sql = (
+        "UPDATE attempts SET finished_at_ms = ?, outcome = 'lease_expired', "
+        "error = 'the lease ran out before the attempt reported' "
+        "WHERE outcome IS NULL AND delivery_id IN ({marks}) RETURNING delivery_id"
+    )
+    return {r[0] for r in await select_in(db, sql, ids, now_ms)}

@@ -65,16 +65,24 @@ def delivery(row: Sequence[Any]) -> Delivery:
     )
 
 
+async def select_in(
+    db: aiosqlite.Connection, sql: str, values: Sequence[Any], *first: Any
+) -> list[Sequence[Any]]:
+    """Run ``sql`` over ``values`` in chunks and return every row.
+
+    ``sql`` writes its IN-list as ``({marks})``; ``first`` are the parameters
+    bound before the list.
+    """
+    rows: list[Sequence[Any]] = []
+    for chunk in chunks(values):
+        query = sql.format(marks=marks(len(chunk)))
+        rows.extend(await db.execute_fetchall(query, (*first, *chunk)))
+    return rows
+
+
 async def deliveries_by_id(
     db: aiosqlite.Connection, ids: Sequence[str]
 ) -> dict[str, Delivery]:
     """Return the deliveries that exist among ``ids``, by id."""
-    found: dict[str, Delivery] = {}
-    for chunk in chunks(ids):
-        rows = await db.execute_fetchall(
-            f"SELECT {DELIVERY_COLUMNS} FROM deliveries "
-            f"WHERE id IN ({marks(len(chunk))})",
-            chunk,
-        )
-        found.update((r[0], delivery(r)) for r in rows)
-    return found
+    sql = f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id IN ({{marks}})"
+    return {r[0]: delivery(r) for r in await select_in(db, sql, ids)}
