@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from bench.context import Context
-from bench.procs import BenchError, CpuMeter
+from bench.procs import BenchError, Cores, CpuMeter
 from bench.report import Figure
 from bench.scenarios.common import CEILING_BATCH, FANOUT, sqlite_ceiling
 from bench.servers import start_ceiling_app
@@ -94,3 +95,32 @@ def fanout(ctx: Context) -> list[Figure]:
         rate.cpu.append(measured["server_cpu"])
         p99.samples.append(measured["latency_ms"]["p99"])
     return [rate, p99]
+
+
+# --- two workers -----------------------------------------------------------
+
+
+def workers(ctx: Context) -> list[Figure]:
+    """Single-recipient POSTs to `serve` with two workers against one worker.
+
+    Both runs are unpinned, so the two workers and the load generator share
+    the machine's cores as the OS sees fit. That nothing is sent twice with two
+    workers is checked by tests/e2e (test_server_two_workers_send_each_delivery_once).
+    """
+    rate = Figure(
+        "workers 2",
+        "requests accepted, 2 workers",
+        "req/s",
+        ceiling="same with 1 worker",
+        goal="ratio>=",
+        target=1.6,
+    )
+    unpinned = replace(ctx, cores=Cores(server=None, client=None))
+    for rep in range(ctx.sizes.reps):
+        one = _load_notifier(unpinned, "workers-1", rep, "single", {})
+        two = _load_notifier(
+            unpinned, "workers-2", rep, "single", {"server_workers": "2"}
+        )
+        rate.ceiling_samples.append(one["rate"])
+        rate.samples.append(two["rate"])
+    return [rate]

@@ -18,11 +18,12 @@ from notifier.api.ops import live, ready, scrape
 from notifier.api.problems import EXCEPTION_HANDLERS
 from notifier.api.routes import v1
 from notifier.api.throttle import rate_limits
-from notifier.config import Config
+from notifier.config import Config, load
 from notifier.dispatcher import Dispatcher
 from notifier.dispatcher.janitor import Janitor
 from notifier.domain.models import Messenger
 from notifier.domain.retry import RetryPolicy
+from notifier.logging import configure
 from notifier.messengers.emulator import EmulatedMessenger
 from notifier.messengers.inbox import Inbox
 from notifier.services import Services
@@ -117,3 +118,15 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> Litest
             *(limit.middleware for limit in rate_limits(config.throttle)),
         ],
     )
+
+
+def create_app_from_env() -> Litestar:
+    """Build the app in a worker process of ``serve --workers N``.
+
+    Each worker reads the config again (the parent passes its file through
+    NOTIFIER_CONFIG) and runs its own dispatcher; claims are atomic in the
+    database, so workers never take the same delivery.
+    """
+    config = load()
+    configure(config.logging.level, config.logging.format)
+    return create_app(config)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import signal
 import sqlite3
 import sys
@@ -20,7 +21,7 @@ import structlog
 import uvicorn
 
 from notifier import __version__
-from notifier.config import Config, Resolved, resolve
+from notifier.config import CONFIG_ENV, Config, Resolved, resolve
 from notifier.domain.errors import ConfigError, Conflict, NotFound
 from notifier.domain.keys import ApiKey, Scope, check_name, new_key
 from notifier.logging import configure
@@ -46,12 +47,19 @@ def _parser() -> argparse.ArgumentParser:
         "--version", action="version", version=f"notifier {__version__}"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser(
+    serve = commands.add_parser(
         "serve",
         parents=[common],
         help="run the HTTP API and the dispatcher",
         description="Run the HTTP API and the dispatcher in one process until "
         "SIGTERM or Ctrl-C; sends in flight get dispatcher.shutdown_grace_s to end.",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="worker processes sharing the port and the database "
+        "(default: server.workers, 1)",
     )
     commands.add_parser(
         "check-config",
@@ -141,7 +149,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"notifier: {exc}", file=sys.stderr)
         return 2
     commands: dict[str, Callable[[argparse.Namespace, Resolved], int]] = {
-        "serve": lambda _, r: serve(r.config),
+        "serve": lambda a, r: serve(r.config, a.config, a.workers),
         "check-config": lambda _, r: check_config(r),
         "backup": backup,
         "stats": lambda _, r: stats(r.config),
@@ -150,7 +158,7 @@ def _run(args: argparse.Namespace) -> int:
     return commands[args.command](args, resolved)
 
 
-def serve(config: Config) -> int:
+def serve(config: Config, path: str | None = None, workers: int | None = None) -> int:
     """Serve until stopped; the dispatcher drains on shutdown."""
     from notifier.app import create_app
 
@@ -169,18 +177,19 @@ def serve(config: Config) -> int:
         database=config.database.path,
         mode=config.server.environment,
         auth="required" if config.auth_required else "optional",
+        workers=workers or config.server.workers,
     )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(config),
-            host=config.server.host,
-            port=config.server.port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=math.ceil(config.dispatcher.shutdown_grace_s),
-        )
-    )
+    settings: dict[str, Any] = {
+        "host": config.server.host,
+        "port": config.server.port,
+        "log_config": None,
+        "access_log": False,
+        "lifespan": "on",
+        "timeout_graceful_shutdown": math.ceil(config.dispatcher.shutdown_grace_s),
+    }
+    if (workers or config.server.workers) > 1:
+        return _serve_workers(workers or config.server.workers, path, settings)
+    server = uvicorn.Server(uvicorn.Config(create_app(config), **settings))
     # Once it has shut down, uvicorn raises the SIGTERM or SIGINT it handled
     # again; with the default handlers that kills the process (exit 143) after
     # a clean drain. These no-op handlers let serve return 0 instead.
@@ -188,6 +197,18 @@ def serve(config: Config) -> int:
         signal.signal(signum, lambda *_: None)
     server.run()
     return 0 if server.started else 1
+
+
+def _serve_workers(workers: int, path: str | None, settings: dict[str, Any]) -> int:
+    """Run N uvicorn workers; each builds its app from the same config."""
+    if path is not None:
+        os.environ[CONFIG_ENV] = str(Path(path).resolve())
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
+    uvicorn.run(
+        "notifier.app:create_app_from_env", factory=True, workers=workers, **settings
+    )
+    return 0
 
 
 def check_config(resolved: Resolved) -> int:

@@ -33,6 +33,7 @@ class ServerConfig(_Section, frozen=True):
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8000
     environment: Literal["development", "production"] = "development"
+    workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
 
 
 class DatabaseConfig(_Section, frozen=True):
@@ -109,16 +110,6 @@ class LoggingConfig(_Section, frozen=True):
 class Config(_Section, frozen=True):
     """The whole resolved configuration."""
 
-    @property
-    def is_production(self) -> bool:
-        """Whether the service runs in production mode."""
-        return self.server.environment == "production"
-
-    @property
-    def auth_required(self) -> bool:
-        """Whether every /v1 request needs a key."""
-        return self.is_production or self.auth.required
-
     server: ServerConfig = ServerConfig()
     database: DatabaseConfig = DatabaseConfig()
     api: ApiConfig = ApiConfig()
@@ -128,6 +119,16 @@ class Config(_Section, frozen=True):
     retention: RetentionConfig = RetentionConfig()
     emulator: EmulatorConfig = EmulatorConfig()
     logging: LoggingConfig = LoggingConfig()
+
+    @property
+    def is_production(self) -> bool:
+        """Whether the service runs in production mode."""
+        return self.server.environment == "production"
+
+    @property
+    def auth_required(self) -> bool:
+        """Whether every /v1 request needs a key."""
+        return self.is_production or self.auth.required
 
 
 def env_names(struct: type[msgspec.Struct] = Config) -> dict[str, tuple[str, ...]]:

@@ -374,3 +374,27 @@ def test_server_bad_config_stops_startup(launcher: Launcher, tmp_path: Path) -> 
     assert finished.returncode != 0
     assert "server.port" in finished.stderr
     assert not (tmp_path / "outbox.db").exists()
+
+
+def test_server_two_workers_send_each_delivery_once(launcher: Launcher) -> None:
+    """Two worker processes share the port and the outbox; nothing goes twice."""
+    server = launcher.start(server_workers=2, **latency(20))
+    recipients = [("viber", f"two-workers-{n}") for n in range(60)]
+    with server.client() as client:
+        ids = []
+        for n in range(0, len(recipients), 10):
+            answer = post_message(client, "Two workers", recipients[n : n + 10])
+            ids += [d["id"] for d in answer["deliveries"]]
+        statuses = wait_for(
+            lambda: all_final(client, ids), timeout_s=20, what="every delivery sent"
+        )
+        received = received_ids(client)
+
+    server.signal(signal.SIGTERM)
+    exit_status = server.wait_exit(timeout_s=15)
+    stopped = [e for e in server.log_events() if e.get("event") == "dispatcher_stopped"]
+
+    assert statuses == dict.fromkeys(ids, "sent")
+    assert sorted(received) == sorted(ids)
+    assert len(stopped) == 2  # one dispatcher per worker, each drained
+    assert exit_status == 0

@@ -41,6 +41,14 @@ UPDATE attempts SET finished_at_ms = ?, outcome = ?, error = ?
 WHERE delivery_id = ? AND number = ? AND outcome IS NULL"""
 
 
+def claim_sql(messengers: Sequence[Messenger]) -> str:
+    """Return the claim statement for these messengers; limits bind by name."""
+    selects = " UNION ALL ".join(
+        _CLAIM_ONE.format(messenger=m.value) for m in messengers
+    )
+    return _CLAIM.format(selects=selects)
+
+
 async def claim(
     db: aiosqlite.Connection,
     limits: Mapping[Messenger, int],
@@ -52,10 +60,9 @@ async def claim(
     if not wanted:
         return []
     token = secrets.token_hex(8)
-    selects = " UNION ALL ".join(_CLAIM_ONE.format(messenger=m.value) for m in wanted)
     params: dict[str, object] = {m.value: n for m, n in wanted.items()}
     params.update(token=token, lease_until=now_ms + lease_ms, now=now_ms)
-    rows = list(await db.execute_fetchall(_CLAIM.format(selects=selects), params))
+    rows = list(await db.execute_fetchall(claim_sql(list(wanted)), params))
     if not rows:
         return []
     reclaimed = await _expire_open_attempts(db, [r[0] for r in rows], now_ms)
