@@ -1,0 +1,82 @@
+"""The /v1/emulator routes: settings and inboxes."""
+
+from __future__ import annotations
+
+import msgspec
+from litestar import get, put
+from litestar.params import FromPath, FromQuery, JSONBody
+
+from notifier.api.docs import problems
+from notifier.api.params import Cursor, Injected, Limit
+from notifier.api.problems import from_msgspec
+from notifier.api.schemas import EmulatorPatch, InboxItemOut, InboxPage, MessengerName
+from notifier.domain.errors import FieldError, ValidationFailed
+from notifier.domain.keys import Scope
+from notifier.domain.models import Messenger
+from notifier.domain.recipients import InvalidRecipient, normalise
+from notifier.messengers.emulator import EmulatorSettings
+
+
+@get(
+    "/emulator/{messenger:str}/inbox",
+    summary="Read an emulated messenger's inbox",
+    opt={"scope": Scope.READ},
+    responses=problems(400, 401, 403, 422, 429),
+)
+async def read_inbox(
+    messenger: FromPath[MessengerName],
+    services: Injected,
+    recipient: FromQuery[str | None] = None,
+    limit: Limit = 50,
+    cursor: Cursor = 0,
+) -> InboxPage:
+    """Return what the emulated messenger received, oldest first."""
+    kind = Messenger(messenger)
+    wanted = None
+    if recipient is not None:
+        try:
+            wanted = normalise(kind, recipient).id
+        except InvalidRecipient as exc:
+            raise ValidationFailed([FieldError("recipient", str(exc))]) from exc
+    items = await services.inbox.list(
+        kind, recipient=wanted, limit=limit + 1, after_seq=cursor
+    )
+    page = items[:limit]
+    next_cursor = str(page[-1].seq) if len(items) > limit else None
+    return InboxPage([InboxItemOut.of(i) for i in page], next_cursor)
+
+
+@get(
+    "/emulator/{messenger:str}",
+    summary="Read an emulator's settings",
+    opt={"scope": Scope.READ},
+    responses=problems(400, 401, 403, 422, 429),
+)
+async def get_emulator(
+    messenger: FromPath[MessengerName], services: Injected
+) -> EmulatorSettings:
+    """Return the emulated messenger's current latency and failure rates."""
+    return services.emulators[Messenger(messenger)].settings
+
+
+@put(
+    "/emulator/{messenger:str}",
+    summary="Change an emulator's settings",
+    opt={"scope": Scope.ADMIN},
+    responses=problems(400, 401, 403, 413, 415, 422, 429),
+)
+async def put_emulator(
+    messenger: FromPath[MessengerName],
+    data: JSONBody[EmulatorPatch],
+    services: Injected,
+) -> EmulatorSettings:
+    """Change any subset of the settings until the next restart."""
+    patch = data
+    emulator = services.emulators[Messenger(messenger)]
+    merged = msgspec.structs.asdict(emulator.settings) | msgspec.structs.asdict(patch)
+    merged = {k: v for k, v in merged.items() if v is not msgspec.UNSET}
+    try:
+        emulator.settings = msgspec.convert(merged, EmulatorSettings)
+    except msgspec.ValidationError as exc:
+        raise from_msgspec(exc) from exc
+    return emulator.settings
