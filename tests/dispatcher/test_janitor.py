@@ -10,28 +10,26 @@ from typing import Any
 
 import pytest
 
+from builders import (
+    ALICE_TG,
+    BOB_WA,
+    CAROL_VB,
+    DAY_MS,
+    HOUR_MS,
+    NOW_MS,
+    message,
+    result,
+)
 from notifier.dispatcher.janitor import Janitor
 from notifier.domain.errors import NotFound
-from notifier.domain.ids import new_id
 from notifier.domain.models import (
     Delivery,
     DeliveryStatus,
     Messenger,
-    NewMessage,
-    Outcome,
     Recipient,
-    Result,
 )
 from notifier.storage.base import IdempotencyClaim, Pruned
 from notifier.storage.sqlite import SqliteOutbox
-
-NOW_MS = 1_700_000_000_000
-DAY_MS = 86_400_000
-HOUR_MS = 3_600_000
-
-ALICE_TG = Recipient(Messenger.TELEGRAM, "1001")
-BOB_WA = Recipient(Messenger.WHATSAPP, "+79991234567")
-CAROL_VB = Recipient(Messenger.VIBER, "carol-1")
 
 
 class Clock:
@@ -78,21 +76,6 @@ def janitor(outbox: Any, clock: Clock, **overrides: Any) -> Janitor:
     return Janitor(outbox, clock=clock, **settings)
 
 
-def message(
-    *recipients: Recipient,
-    text: str = "Your code is 1234",
-    at_ms: int,
-    send_at_ms: int | None = None,
-) -> NewMessage:
-    return NewMessage(
-        id=new_id(at_ms),
-        text=text,
-        recipients=recipients or (ALICE_TG,),
-        send_at_ms=at_ms if send_at_ms is None else send_at_ms,
-        created_at_ms=at_ms,
-    )
-
-
 async def finish(
     outbox: SqliteOutbox, status: DeliveryStatus, at_ms: int, *recipients: Recipient
 ) -> list[Delivery]:
@@ -111,25 +94,9 @@ async def finish(
         claims = await outbox.claim(limits, at_ms, 30_000)
         assert sorted(c.delivery_id for c in claims) == sorted(ids)
         if status is not DeliveryStatus.SENDING:
-            results = [sent_or_failed(c, status, at_ms + 10) for c in claims]
+            results = [result(c, status, at_ms + 10) for c in claims]
             await outbox.record(results, at_ms + 10)
     return [await outbox.get_delivery(i) for i in ids]
-
-
-def sent_or_failed(claim: Any, status: DeliveryStatus, at_ms: int) -> Result:
-    outcome = Outcome.SENT if status is DeliveryStatus.SENT else Outcome.PERMANENT_ERROR
-    return Result(
-        delivery_id=claim.delivery_id,
-        messenger=claim.messenger,
-        lease_token=claim.lease_token,
-        attempt=claim.attempt,
-        outcome=outcome,
-        error=None,
-        status=status,
-        due_at_ms=None,
-        counted=True,
-        finished_at_ms=at_ms,
-    )
 
 
 async def exists(outbox: SqliteOutbox, delivery_id: str) -> bool:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from builders import ALICE_TG, BOB_WA, CAROL_VB, LEASE_MS, NOW_MS, message, result
 from notifier.domain.errors import Conflict, IdempotencyMismatch, NotFound
 from notifier.domain.ids import new_id
 from notifier.domain.models import (
@@ -22,64 +23,12 @@ from notifier.domain.models import (
     NewMessage,
     Outcome,
     Recipient,
-    Result,
 )
 from notifier.domain.recipients import normalise
 from notifier.storage.base import IdempotencyClaim, Outbox
 from notifier.storage.sqlite import SqliteOutbox
 
-NOW_MS = 1_700_000_000_000
-LEASE_MS = 30_000
 EVERY_MESSENGER = {m: 100 for m in Messenger}
-
-ALICE_TG = Recipient(Messenger.TELEGRAM, "1001")
-BOB_WA = Recipient(Messenger.WHATSAPP, "+79991234567")
-CAROL_VB = Recipient(Messenger.VIBER, "carol-1")
-
-
-def message(
-    *recipients: Recipient,
-    text: str = "Your code is 1234",
-    at_ms: int = NOW_MS,
-    send_at_ms: int | None = None,
-) -> NewMessage:
-    """A validated message, as the API would hand it to the outbox."""
-    return NewMessage(
-        id=new_id(at_ms),
-        text=text,
-        recipients=recipients or (ALICE_TG,),
-        send_at_ms=at_ms if send_at_ms is None else send_at_ms,
-        created_at_ms=at_ms,
-    )
-
-
-def result(
-    claim: Claim,
-    status: DeliveryStatus,
-    *,
-    at_ms: int,
-    due_at_ms: int | None = None,
-    outcome: Outcome | None = None,
-    error: str | None = None,
-) -> Result:
-    """What the dispatcher writes back after the attempt made under ``claim``."""
-    outcomes = {
-        DeliveryStatus.SENT: Outcome.SENT,
-        DeliveryStatus.PENDING: Outcome.TRANSIENT_ERROR,
-        DeliveryStatus.FAILED: Outcome.PERMANENT_ERROR,
-    }
-    return Result(
-        delivery_id=claim.delivery_id,
-        messenger=claim.messenger,
-        lease_token=claim.lease_token,
-        attempt=claim.attempt,
-        outcome=outcome or outcomes[status],
-        error=error,
-        status=status,
-        due_at_ms=due_at_ms,
-        counted=True,
-        finished_at_ms=at_ms,
-    )
 
 
 async def accept_one(outbox: Outbox, msg: NewMessage | None = None) -> Delivery:

@@ -7,66 +7,27 @@ from pathlib import Path
 
 import pytest
 
+from builders import (
+    ALICE_TG,
+    BOB_WA,
+    CAROL_VB,
+    DAY_MS,
+    LEASE_MS,
+    NOW_MS,
+    message,
+    result,
+)
 from notifier.domain.errors import NotFound
-from notifier.domain.ids import new_id
 from notifier.domain.models import (
     Claim,
     Delivery,
     DeliveryStatus,
     Messenger,
-    NewMessage,
-    Outcome,
     Recipient,
-    Result,
 )
 from notifier.storage.base import IdempotencyClaim, Outbox, Pruned
 
 Opener = Callable[[Path], Awaitable[Outbox]]
-
-NOW_MS = 1_700_000_000_000
-DAY_MS = 86_400_000
-LEASE_MS = 30_000
-
-ALICE_TG = Recipient(Messenger.TELEGRAM, "1001")
-BOB_WA = Recipient(Messenger.WHATSAPP, "+79991234567")
-CAROL_VB = Recipient(Messenger.VIBER, "carol-1")
-
-OUTCOMES = {
-    DeliveryStatus.SENT: Outcome.SENT,
-    DeliveryStatus.FAILED: Outcome.PERMANENT_ERROR,
-}
-
-
-def message(
-    *recipients: Recipient,
-    text: str = "Your code is 1234",
-    at_ms: int = NOW_MS,
-    send_at_ms: int | None = None,
-) -> NewMessage:
-    """A validated message created at ``at_ms``, as the API would build it."""
-    return NewMessage(
-        id=new_id(at_ms),
-        text=text,
-        recipients=recipients or (ALICE_TG,),
-        send_at_ms=at_ms if send_at_ms is None else send_at_ms,
-        created_at_ms=at_ms,
-    )
-
-
-def result(claim: Claim, status: DeliveryStatus, at_ms: int) -> Result:
-    """The final result the dispatcher writes back for ``claim``."""
-    return Result(
-        delivery_id=claim.delivery_id,
-        messenger=claim.messenger,
-        lease_token=claim.lease_token,
-        attempt=claim.attempt,
-        outcome=OUTCOMES[status],
-        error=None if status is DeliveryStatus.SENT else "blocked",
-        status=status,
-        due_at_ms=None,
-        counted=True,
-        finished_at_ms=at_ms,
-    )
 
 
 async def claim_all(outbox: Outbox, messenger: Messenger, at_ms: int) -> list[Claim]:
