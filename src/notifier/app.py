@@ -6,7 +6,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-import structlog
 from litestar import Litestar
 from litestar.middleware import DefineMiddleware
 from litestar.plugins.prometheus import PrometheusConfig
@@ -28,8 +27,6 @@ from notifier.messengers.emulator import EmulatedMessenger
 from notifier.messengers.inbox import Inbox
 from notifier.services import Services
 from notifier.storage.sqlite import SqliteOutbox
-
-log = structlog.get_logger("notifier.app")
 
 # Route templates, not raw paths, label the HTTP metrics: ids stay out of labels.
 _HTTP_METRICS = PrometheusConfig(

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
 from litestar.connection import ASGIConnection
 from litestar.exceptions import (
     NotAuthorizedException,
@@ -17,8 +16,6 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 
 from notifier.domain.keys import ApiKey, Scope, parse_token, secret_matches
 from notifier.services import Services
-
-log = structlog.get_logger("notifier.auth")
 
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="notifier"'}
 # last_used_at is written at most this often per key: a write per request
