@@ -237,6 +237,7 @@ def backup(args: argparse.Namespace, resolved: Resolved) -> int:
             print(f"notifier: {target!r} exists; choose a new path.", file=sys.stderr)
             return 1
     for source, target in pairs:
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         try:
             with contextlib.closing(sqlite3.connect(source)) as db:

@@ -268,11 +268,17 @@ def _apply_env(
 _AT = re.compile(r"^(?P<reason>.*?)(?: - at `\$\.?(?P<where>[^`]*)`)?$", re.DOTALL)
 
 
+_UNKNOWN = re.compile(r"unknown field `([^`]+)`")
+
+
 def _explain(message: str, sources: Mapping[str, str]) -> str:
     match = _AT.match(message)
     assert match is not None  # the pattern matches any string
     where = match["where"] or ""
     reason = match["reason"]
+    unknown = _UNKNOWN.search(reason)
+    if unknown:
+        where = f"{where}.{unknown[1]}" if where else unknown[1]
     # A rule on a whole table (the emulator's rate sum) names no single key:
     # name every source that set a key inside it.
     inner = [v for k, v in sources.items() if where and k.startswith(f"{where}.")]
