@@ -54,21 +54,8 @@ class Janitor:
                 idempotency_before_ms=now_ms - self._idempotency_ms,
                 limit=self._batch_size,
             )
-            total = Pruned(
-                total.deliveries + batch.deliveries,
-                total.messages + batch.messages,
-                total.dedupe_records + batch.dedupe_records,
-                total.idempotency_keys + batch.idempotency_keys,
-            )
-            if (
-                max(
-                    batch.deliveries,
-                    batch.messages,
-                    batch.dedupe_records,
-                    batch.idempotency_keys,
-                )
-                < self._batch_size
-            ):
+            total += batch
+            if batch.largest < self._batch_size:
                 break
             await asyncio.sleep(0)
         await self._outbox.checkpoint()

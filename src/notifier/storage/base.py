@@ -67,15 +67,28 @@ class Pruned:
     dedupe_records: int
     idempotency_keys: int
 
+    def _counts(self) -> tuple[int, int, int, int]:
+        return (
+            self.deliveries,
+            self.messages,
+            self.dedupe_records,
+            self.idempotency_keys,
+        )
+
+    def __add__(self, other: Pruned) -> Pruned:
+        """Return the two batches' counts added up, kind by kind."""
+        mine, theirs = self._counts(), other._counts()
+        return Pruned(*(a + b for a, b in zip(mine, theirs, strict=True)))
+
     @property
     def total(self) -> int:
         """Return the number of rows removed in all."""
-        return (
-            self.deliveries
-            + self.messages
-            + self.dedupe_records
-            + self.idempotency_keys
-        )
+        return sum(self._counts())
+
+    @property
+    def largest(self) -> int:
+        """Return the count of the kind with the most rows removed."""
+        return max(self._counts())
 
 
 class KeyStore(Protocol):
