@@ -8,11 +8,11 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.middleware import DefineMiddleware
-from litestar.plugins.prometheus import PrometheusConfig
 from litestar.types import ControllerRouterHandler
 
 from notifier.api.auth import PUBLIC_PATHS, ApiKeyMiddleware
 from notifier.api.docs import ClosedStructs, assets_router, openapi_config
+from notifier.api.http_metrics import HttpMetricsMiddleware
 from notifier.api.ops import live, ready, scrape
 from notifier.api.problems import EXCEPTION_HANDLERS
 from notifier.api.routes import v1
@@ -27,15 +27,6 @@ from notifier.messengers.emulator import EmulatedMessenger
 from notifier.messengers.inbox import Inbox
 from notifier.services import Services
 from notifier.storage.sqlite import SqliteOutbox
-
-# Route templates, not raw paths, label the HTTP metrics: ids stay out of labels.
-_HTTP_METRICS = PrometheusConfig(
-    app_name="notifier",
-    prefix="notifier_http",
-    group_path=True,
-    exclude_unhandled_paths=True,
-    exclude=["/metrics"],
-)
 
 
 async def start_services(
@@ -106,7 +97,7 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> Litest
         logging_config=None,
         plugins=[ClosedStructs()],
         middleware=[
-            _HTTP_METRICS.middleware,
+            HttpMetricsMiddleware,
             DefineMiddleware(
                 ApiKeyMiddleware,
                 exclude=PUBLIC_PATHS,

@@ -1,7 +1,7 @@
 """Prometheus metrics of notifier, in the process-wide default registry.
 
-Labels are bounded: messenger, outcome and state only, never a recipient or
-an id. HTTP requests are counted by Litestar's Prometheus middleware.
+Labels are bounded: messenger, outcome and state, and for HTTP the method,
+route template and status; never a recipient or an id.
 """
 
 from __future__ import annotations
@@ -55,6 +55,22 @@ PENDING = Gauge(
 OLDEST_DUE_AGE = Gauge(
     "notifier_oldest_due_age_seconds",
     "How long the oldest due delivery has waited; 0 when none is due.",
+)
+
+_HTTP_LABELS = ["method", "path", "status_code"]
+HTTP_REQUESTS = Counter(
+    "notifier_http_requests", "HTTP requests by route template.", _HTTP_LABELS
+)
+HTTP_SECONDS = Histogram(
+    "notifier_http_request_duration_seconds",
+    "Time to handle an HTTP request.",
+    _HTTP_LABELS,
+    buckets=_LATENCY_BUCKETS,
+)
+HTTP_ERRORS = Counter(
+    "notifier_http_requests_error",
+    "HTTP requests that ended in a server error.",
+    _HTTP_LABELS,
 )
 
 FINAL_STATUSES = (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.CANCELLED)
