@@ -3,8 +3,8 @@
 Loading a million scheduled deliveries through HTTP would take longer than the
 rest of the suite, so the drain and backlog scenarios write their rows with
 sqlite3 into a file that carries notifier's own schema (its DDL, imported from
-notifier.storage.schema). Each message gets what ``insert_message`` in
-src/notifier/storage/sqlite/ writes for it: a ``messages`` row, and per
+notifier.storage.schema). Each message gets what ``_insert_messages`` in
+src/notifier/storage/sqlite/accepting.py writes for it: a ``messages`` row, and per
 recipient a ``dedupe`` key (computed by notifier's own dedupe_key), a
 ``deliveries`` row and a ``message_deliveries`` link. Ids come from notifier's
 new_id. A server that starts on the file sees ordinary pending deliveries.

@@ -21,31 +21,6 @@ import sys
 import time
 import uuid
 
-# The deliveries table as in src/notifier/storage/schema.py when the suite was
-# written; used only where notifier's own DDL cannot be imported.
-FALLBACK_DDL = (
-    """CREATE TABLE deliveries (
-    id TEXT PRIMARY KEY,
-    message_id TEXT NOT NULL,
-    messenger TEXT NOT NULL,
-    recipient TEXT NOT NULL,
-    status TEXT NOT NULL,
-    send_at_ms INTEGER NOT NULL,
-    due_at_ms INTEGER,
-    lease_token TEXT,
-    attempts_made INTEGER NOT NULL DEFAULT 0,
-    attempts_counted INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT,
-    created_at_ms INTEGER NOT NULL,
-    updated_at_ms INTEGER NOT NULL,
-    sent_at_ms INTEGER
-)""",
-    "CREATE INDEX deliveries_due ON deliveries (messenger, due_at_ms) "
-    "WHERE due_at_ms IS NOT NULL",
-    "CREATE INDEX deliveries_status ON deliveries (status, id)",
-    "CREATE INDEX deliveries_messenger ON deliveries (messenger, id)",
-)
-
 _INSERT = """
 INSERT INTO deliveries (id, message_id, messenger, recipient, status, send_at_ms,
     due_at_ms, created_at_ms, updated_at_ms)
@@ -120,13 +95,10 @@ def deliveries_ddl() -> tuple[str, ...]:
     The table then has the same shape as the one notifier writes in the same
     run, indexes included, even as the schema changes.
     """
-    try:
-        from notifier.storage.schema import DDL
-    except ImportError:
-        return FALLBACK_DDL
+    from notifier.storage.schema import DDL
+
     mine = re.compile(r"\bTABLE IF NOT EXISTS deliveries\b|\bON deliveries\b")
-    picked = tuple(s for s in DDL if mine.search(s))
-    return picked or FALLBACK_DDL
+    return tuple(s for s in DDL if mine.search(s))
 
 
 def create(path: str) -> sqlite3.Connection:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from notifier.domain.models import DeliveryStatus, Messenger
+from notifier.domain.models import Messenger
 from notifier.storage.base import OutboxStats
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -72,8 +72,6 @@ HTTP_ERRORS = Counter(
     "HTTP requests that ended in a server error.",
     _HTTP_LABELS,
 )
-
-FINAL_STATUSES = (DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.CANCELLED)
 
 
 def observe_outbox(stats: OutboxStats, now_ms: int) -> None:
