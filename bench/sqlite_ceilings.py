@@ -19,7 +19,8 @@ import re
 import sqlite3
 import sys
 import time
-import uuid
+
+from notifier.domain.ids import new_id
 
 _INSERT = """
 INSERT INTO deliveries (id, message_id, messenger, recipient, status, send_at_ms,
@@ -59,18 +60,18 @@ Row = tuple[str, str, str, str, int, int, int, int]
 def make_rows(count: int, now_ms: int, per_message: int = 100) -> list[Row]:
     """Return delivery rows due at ``now_ms``, ``per_message`` to a message id.
 
-    Ids are made as notifier makes them for a stream of fan-out requests: the
-    rows of one message share a millisecond, and each message is 1 ms later.
+    Ids come from notifier's own new_id, as for a stream of fan-out requests:
+    the rows of one message share a millisecond, and each message is 1 ms later.
     """
     rows = []
     message_id = ""
     for i in range(count):
         created_ms = now_ms + i // per_message
         if i % per_message == 0:
-            message_id = _time_ordered_id(created_ms)
+            message_id = new_id(created_ms)
         rows.append(
             (
-                _time_ordered_id(created_ms),
+                new_id(created_ms),
                 message_id,
                 MESSENGERS[i % 3],
                 f"bench-{i}",
@@ -81,12 +82,6 @@ def make_rows(count: int, now_ms: int, per_message: int = 100) -> list[Row]:
             )
         )
     return rows
-
-
-def _time_ordered_id(now_ms: int) -> str:
-    """Return a UUIDv7-like id, so that keys arrive in order as notifier's do."""
-    rand = int.from_bytes(os.urandom(10), "big")
-    return str(uuid.UUID(int=(now_ms & 0xFFFF_FFFF_FFFF) << 80 | rand))
 
 
 def deliveries_ddl() -> tuple[str, ...]:

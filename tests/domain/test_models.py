@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from notifier.domain.ids import new_id
+from notifier.domain.ids import _Sequence, new_id
 from notifier.domain.models import DeliveryStatus
 
 MAX_MS = 2**48 - 1
@@ -65,3 +66,27 @@ def test_new_id_is_unique_within_one_millisecond() -> None:
     ids = {new_id(1_700_000_000_000) for _ in range(1000)}
 
     assert len(ids) == 1000
+
+
+@given(st.lists(st.integers(min_value=0, max_value=3), min_size=2, max_size=50))
+def test_new_id_sorts_in_creation_order_within_and_across_milliseconds(
+    steps_ms: list[int],
+) -> None:
+    """Index locality: ids made one after another never sort backwards."""
+    times_ms = list(itertools.accumulate(steps_ms, initial=1_700_000_000_000))
+
+    ids = [new_id(ms) for ms in times_ms]
+
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+
+
+def test_id_sequence_starts_over_at_random_when_a_millisecond_runs_out() -> None:
+    sequence = _Sequence()
+    sequence.next(5)
+    sequence._rand = (1 << 74) - 1  # the counter's last value
+
+    ident = sequence.next(5)
+
+    assert uuid.UUID(ident).int >> 80 == 5
+    assert uuid.UUID(ident).version == 7

@@ -3,15 +3,52 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 
+_RAND_BITS = 74  # 12 bits of rand_a and 62 of rand_b, around version and variant
+# A millisecond's first id starts in the lower half of the random space and
+# each next one steps up by 1 to 2**24, so a millisecond has room for about
+# 2**49 ids before the counter would run out (it then starts over at random).
+_SEED_BITS = _RAND_BITS - 1
+_STEP_BITS = 24
+
 
 def _uuid7(ms: int, rand: int) -> str:
-    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | rand
-    value = value & ~(0xF << 76) | 0x7 << 76  # version 7
-    value = value & ~(0x3 << 62) | 0x2 << 62  # RFC 4122 variant
+    rand_a, rand_b = rand >> 62, rand & (1 << 62) - 1
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | rand_a << 64
+    value |= 0x2 << 62 | rand_b  # version 7, RFC 9562 variant
     return str(uuid.UUID(int=value))
+
+
+def _random(bits: int) -> int:
+    return int.from_bytes(os.urandom((bits + 7) // 8), "big") >> (-bits % 8)
+
+
+class _Sequence:
+    """Ids of one millisecond in increasing order (RFC 9562, 6.2, method 2).
+
+    Ids of one fan-out request share a millisecond; in creation order they
+    land next to each other in every index keyed by id, instead of all over it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ms = -1
+        self._rand = 0
+
+    def next(self, ms: int) -> str:
+        """Return an id for ``ms`` above every earlier id made for the same ``ms``."""
+        with self._lock:
+            rand = self._rand + 1 + _random(_STEP_BITS)
+            if ms != self._ms or rand >> _RAND_BITS:
+                rand = _random(_SEED_BITS)
+            self._ms, self._rand = ms, rand
+        return _uuid7(ms, rand)
+
+
+_sequence = _Sequence()
 
 
 def id_floor(ms: int) -> str:
@@ -20,10 +57,10 @@ def id_floor(ms: int) -> str:
 
 
 def new_id(now_ms: int | None = None) -> str:
-    """Return a UUIDv7 string: 48 bits of Unix milliseconds, then random bits.
+    """Return a UUIDv7 string: 48 bits of Unix milliseconds, then a counter.
 
-    Ids made later sort later (to the millisecond), which lets listings page
-    newest-first by id alone.
+    Ids made later sort later, to the millisecond, and so do ids made one after
+    another in the same millisecond; listings page newest-first by id alone.
     """
     ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-    return _uuid7(ms, int.from_bytes(os.urandom(10), "big"))
+    return _sequence.next(ms)
