@@ -96,9 +96,12 @@ class EmulatedMessenger:
         else:
             outcome = self._roll(settings)
         # Like a provider honouring an idempotency key: a known delivery id gets
-        # the first answer (success) again, whatever the dice say now.
-        if outcome is not Outcome.SENT and await self._inbox.has(
-            self.messenger, delivery_id
+        # the first answer (success) again, whatever the dice say now. A first
+        # attempt cannot have been received before, so it skips the lookup.
+        if (
+            outcome is not Outcome.SENT
+            and attempt > 1
+            and await self._inbox.has(self.messenger, delivery_id)
         ):
             return
         if outcome is Outcome.PERMANENT_ERROR:
