@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import aiosqlite
 import msgspec
 
 from notifier.domain.dedupe import dedupe_key, text_digest
@@ -63,8 +63,8 @@ class Job:
     idempotency: IdempotencyClaim | None
 
 
-async def accept_batch(
-    db: aiosqlite.Connection, jobs: Sequence[Job]
+def accept_batch(
+    db: sqlite3.Connection, jobs: Sequence[Job]
 ) -> list[Accepted | IdempotencyMismatch]:
     """Accept several messages in the caller's transaction, a few statements in all.
 
@@ -72,7 +72,7 @@ async def accept_batch(
     a mismatch for a key reused with another body, or a fresh Accepted. The
     caller must not put two jobs with one Idempotency-Key in a batch.
     """
-    stored = await _stored_answers(
+    stored = _stored_answers(
         db, [j.idempotency.key for j in jobs if j.idempotency is not None]
     )
     answers: list[Accepted | IdempotencyMismatch | None] = [None] * len(jobs)
@@ -83,7 +83,7 @@ async def accept_batch(
             answers[i] = _replay(claim, *stored[claim.key])
         else:
             fresh.append(i)
-    accepted = await _insert_messages(db, [jobs[i].message for i in fresh])
+    accepted = _insert_messages(db, [jobs[i].message for i in fresh])
     remembered = []
     for i, made in zip(fresh, accepted, strict=True):
         answers[i] = made
@@ -93,18 +93,18 @@ async def accept_batch(
                 (claim.key, claim.request_hash, _snapshot(made), made.created_at_ms)
             )
     if remembered:
-        await db.executemany(_INSERT_IDEMPOTENCY, remembered)
+        db.executemany(_INSERT_IDEMPOTENCY, remembered)
     return [a for a in answers if a is not None]
 
 
-async def _stored_answers(
-    db: aiosqlite.Connection, keys: Sequence[str]
+def _stored_answers(
+    db: sqlite3.Connection, keys: Sequence[str]
 ) -> dict[str, tuple[bytes, bytes]]:
     sql = (
         "SELECT key, request_hash, response FROM idempotency_keys "
         "WHERE key IN ({marks})"
     )
-    return {r[0]: (r[1], r[2]) for r in await select_in(db, sql, keys)}
+    return {r[0]: (r[1], r[2]) for r in select_in(db, sql, keys)}
 
 
 def _replay(
@@ -126,8 +126,8 @@ def _snapshot(accepted: Accepted) -> bytes:
     return msgspec.msgpack.encode(snap)
 
 
-async def _insert_messages(
-    db: aiosqlite.Connection, messages: Sequence[NewMessage]
+def _insert_messages(
+    db: sqlite3.Connection, messages: Sequence[NewMessage]
 ) -> list[Accepted]:
     """Insert the messages, then claim each recipient's dedupe key for a delivery.
 
@@ -137,7 +137,7 @@ async def _insert_messages(
     """
     if not messages:
         return []
-    await db.executemany(
+    db.executemany(
         "INSERT INTO messages (id, text, created_at_ms) VALUES (?, ?, ?)",
         [(m.id, m.text, m.created_at_ms) for m in messages],
     )
@@ -146,7 +146,7 @@ async def _insert_messages(
         for m, digest in ((m, text_digest(m.text)) for m in messages)
     ]
     proposed = [[new_id(m.created_at_ms) for _ in m.recipients] for m in messages]
-    await db.executemany(
+    db.executemany(
         _INSERT_DEDUPE,
         [
             (k, p, m.created_at_ms)
@@ -154,14 +154,14 @@ async def _insert_messages(
             for k, p in zip(ks, ps, strict=True)
         ],
     )
-    owners = await _owners(db, [k for ks in keys for k in ks])
+    owners = _owners(db, [k for ks in keys for k in ks])
     made = {
         p: _new_delivery(p, m, r)
         for m, ks, ps in zip(messages, keys, proposed, strict=True)
         for r, k, p in zip(m.recipients, ks, ps, strict=True)
         if owners[k].delivery_id == p
     }
-    await db.executemany(
+    db.executemany(
         _INSERT_DELIVERY,
         [
             (
@@ -177,7 +177,7 @@ async def _insert_messages(
             for d in made.values()
         ],
     )
-    await db.executemany(
+    db.executemany(
         _INSERT_LINK,
         [
             (m.id, i, owners[k].delivery_id, int(owners[k].delivery_id != p))
@@ -186,7 +186,7 @@ async def _insert_messages(
         ],
     )
     older = {o.delivery_id for o in owners.values()} - made.keys()
-    found = made | await deliveries_by_id(db, list(older))
+    found = made | deliveries_by_id(db, list(older))
     return [
         Accepted(
             m.id,
@@ -245,11 +245,9 @@ def _pruned(owner: _Owner, message: NewMessage, index: int) -> Delivery:
     )
 
 
-async def _owners(
-    db: aiosqlite.Connection, keys: Sequence[bytes]
-) -> dict[bytes, _Owner]:
+def _owners(db: sqlite3.Connection, keys: Sequence[bytes]) -> dict[bytes, _Owner]:
     sql = (
         "SELECT key, delivery_id, final_status, final_send_at_ms FROM dedupe "
         "WHERE key IN ({marks})"
     )
-    return {r[0]: _Owner(r[1], r[2], r[3]) for r in await select_in(db, sql, keys)}
+    return {r[0]: _Owner(r[1], r[2], r[3]) for r in select_in(db, sql, keys)}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,6 +9,8 @@ import aiosqlite
 
 from notifier.domain.errors import Conflict, NotFound
 from notifier.domain.keys import ApiKey, NewKey, Scope
+from notifier.storage.sqlite.locking import FileLock
+from notifier.storage.sqlite.rows import write
 
 _COLUMNS = "name, key_id, scopes, created_at_ms, last_used_at_ms, revoked_at_ms"
 
@@ -26,7 +27,7 @@ class SqliteKeyStore:
         self,
         writer: aiosqlite.Connection,
         reader: aiosqlite.Connection,
-        lock: asyncio.Lock,
+        lock: FileLock,
     ) -> None:
         self._writer = writer
         self._reader = reader
@@ -36,13 +37,19 @@ class SqliteKeyStore:
         self, name: str, scopes: frozenset[Scope], new: NewKey, now_ms: int
     ) -> ApiKey:
         """Store a new key, or raise Conflict if the name is taken."""
-        async with self._lock:
-            cursor = await self._writer.execute(
-                "INSERT INTO api_keys (name, key_id, secret_hash, scopes, "
-                "created_at_ms) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (name, new.key_id, new.secret_hash, ",".join(sorted(scopes)), now_ms),
-            )
-        if cursor.rowcount != 1:
+        row = (name, new.key_id, new.secret_hash, ",".join(sorted(scopes)), now_ms)
+        inserted = await write(
+            self._writer,
+            self._lock,
+            lambda db: (
+                db.execute(
+                    "INSERT INTO api_keys (name, key_id, secret_hash, scopes, "
+                    "created_at_ms) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    row,
+                ).rowcount
+            ),
+        )
+        if inserted != 1:
             raise Conflict(f"A key named {name!r} exists already.", None)
         return ApiKey(name, new.key_id, scopes, now_ms, None, None)
 
@@ -55,12 +62,15 @@ class SqliteKeyStore:
 
     async def revoke(self, name: str, now_ms: int) -> ApiKey:
         """Revoke a key at once, or raise NotFound."""
-        async with self._lock:
-            rows = await self._writer.execute_fetchall(
+        rows = await write(
+            self._writer,
+            self._lock,
+            lambda db: db.execute(
                 "UPDATE api_keys SET revoked_at_ms = coalesce(revoked_at_ms, ?) "
                 f"WHERE name = ? RETURNING {_COLUMNS}",
                 (now_ms, name),
-            )
+            ).fetchall(),
+        )
         if not rows:
             raise NotFound("API key", name, label="name")
         return _key(next(iter(rows)))
@@ -76,8 +86,11 @@ class SqliteKeyStore:
 
     async def touch(self, key_id: str, now_ms: int) -> None:
         """Record that the key was used."""
-        async with self._lock:
-            await self._writer.execute(
+        await write(
+            self._writer,
+            self._lock,
+            lambda db: db.execute(
                 "UPDATE api_keys SET last_used_at_ms = ? WHERE key_id = ?",
                 (now_ms, key_id),
-            )
+            ),
+        )

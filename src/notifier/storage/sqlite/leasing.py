@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import secrets
+import sqlite3
 from collections.abc import Mapping, Sequence
-
-import aiosqlite
 
 from notifier.domain.models import Claim, Messenger, Result
 from notifier.storage.sqlite.rows import select_in
@@ -49,8 +48,8 @@ def claim_sql(messengers: Sequence[Messenger]) -> str:
     return _CLAIM.format(selects=selects)
 
 
-async def claim(
-    db: aiosqlite.Connection,
+def claim(
+    db: sqlite3.Connection,
     limits: Mapping[Messenger, int],
     now_ms: int,
     lease_ms: int,
@@ -62,11 +61,11 @@ async def claim(
     token = secrets.token_hex(8)
     params: dict[str, object] = {m.value: n for m, n in wanted.items()}
     params.update(token=token, lease_until=now_ms + lease_ms, now=now_ms)
-    rows = list(await db.execute_fetchall(claim_sql(list(wanted)), params))
+    rows = db.execute(claim_sql(list(wanted)), params).fetchall()
     if not rows:
         return []
-    reclaimed = await _expire_open_attempts(db, [r[0] for r in rows], now_ms)
-    await db.executemany(_OPEN_ATTEMPT, [(r[0], r[4], token, now_ms) for r in rows])
+    reclaimed = _expire_open_attempts(db, [r[0] for r in rows], now_ms)
+    db.executemany(_OPEN_ATTEMPT, [(r[0], r[4], token, now_ms) for r in rows])
     return [
         Claim(
             delivery_id=r[0],
@@ -84,15 +83,15 @@ async def claim(
     ]
 
 
-async def record(
-    db: aiosqlite.Connection, results: Sequence[Result], now_ms: int
+def record(
+    db: sqlite3.Connection, results: Sequence[Result], now_ms: int
 ) -> list[Result]:
     """Apply the results whose lease still holds; in a transaction."""
-    held = await _held_leases(db, [r.delivery_id for r in results])
+    held = _held_leases(db, [r.delivery_id for r in results])
     fresh = [
         r for r in results if held.get(r.delivery_id) == (r.lease_token, r.attempt)
     ]
-    await db.executemany(
+    db.executemany(
         _RECORD,
         [
             (
@@ -108,7 +107,7 @@ async def record(
             for r in fresh
         ],
     )
-    await db.executemany(
+    db.executemany(
         _FINISH_ATTEMPT,
         [
             (r.finished_at_ms, r.outcome.value, r.error, r.delivery_id, r.attempt)
@@ -118,22 +117,22 @@ async def record(
     return fresh
 
 
-async def _held_leases(
-    db: aiosqlite.Connection, ids: Sequence[str]
+def _held_leases(
+    db: sqlite3.Connection, ids: Sequence[str]
 ) -> dict[str, tuple[str, int]]:
     sql = (
         "SELECT id, lease_token, attempts_made FROM deliveries "
         "WHERE status = 'sending' AND id IN ({marks})"
     )
-    return {r[0]: (r[1], r[2]) for r in await select_in(db, sql, ids)}
+    return {r[0]: (r[1], r[2]) for r in select_in(db, sql, ids)}
 
 
-async def _expire_open_attempts(
-    db: aiosqlite.Connection, ids: Sequence[str], now_ms: int
+def _expire_open_attempts(
+    db: sqlite3.Connection, ids: Sequence[str], now_ms: int
 ) -> set[str]:
     sql = (
         "UPDATE attempts SET finished_at_ms = ?, outcome = 'lease_expired', "
         "error = 'the lease ran out before the attempt reported' "
         "WHERE outcome IS NULL AND delivery_id IN ({marks}) RETURNING delivery_id"
     )
-    return {r[0] for r in await select_in(db, sql, ids, now_ms)}
+    return {r[0] for r in select_in(db, sql, ids, now_ms)}

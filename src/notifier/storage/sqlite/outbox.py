@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 import aiosqlite
@@ -33,27 +33,36 @@ from notifier.storage.base import (
 from notifier.storage.schema import DDL
 from notifier.storage.sqlite import accepting, leasing, upkeep
 from notifier.storage.sqlite.keys import SqliteKeyStore
+from notifier.storage.sqlite.locking import FileLock
 from notifier.storage.sqlite.rows import (
     DELIVERY_COLUMNS,
     Synchronous,
+    T,
     connect,
     deliveries_by_id,
     delivery,
+    run,
+    write,
 )
 
 
 class SqliteOutbox:
     """The outbox on one SQLite file: one writer connection, one reader connection.
 
-    WAL mode lets the reader see committed state while the writer works; all
-    writes go through one connection, behind a lock, in BEGIN IMMEDIATE
-    transactions so that several processes on one file queue instead of failing.
+    WAL mode lets the reader see committed state while the writer works. Every
+    write transaction runs whole on the writer connection's thread, under a
+    file lock beside the database, so processes sharing the file take turns.
     """
 
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
+    def __init__(
+        self,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        lock: FileLock | None = None,
+    ):
         self._writer = writer
         self._reader = reader
-        self._lock = asyncio.Lock()
+        self._lock = lock or FileLock(None)
         self.keys = SqliteKeyStore(writer, reader, self._lock)
         self._queued: list[tuple[accepting.Job, asyncio.Future[Accepted]]] = []
         self._committer: asyncio.Task[None] | None = None
@@ -69,7 +78,8 @@ class SqliteOutbox:
         for statement in DDL:
             await writer.execute(statement)
         reader = await connect(path, synchronous)
-        return cls(writer, reader)
+        lock_path = None if str(path) == ":memory:" else f"{path}-lock"
+        return cls(writer, reader, FileLock(lock_path))
 
     async def close(self) -> None:
         """Finish queued accepts, then close both connections."""
@@ -77,27 +87,15 @@ class SqliteOutbox:
             await self._committer
         await self._reader.close()
         await self._writer.close()
+        self._lock.close()
 
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """Run the body in one write transaction: commit, or roll back and re-raise."""
-        async with self._lock:
-            try:
-                await self._writer.execute("BEGIN IMMEDIATE")
-                yield self._writer
-                await self._writer.execute("COMMIT")
-            except BaseException:
-                # aiosqlite runs statements in order on its thread, even for a
-                # cancelled caller: this ROLLBACK follows whatever was queued.
-                await self._rollback()
-                raise
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` in one write transaction on the writer's thread.
 
-    async def _rollback(self) -> None:
-        try:
-            await self._writer.execute("ROLLBACK")
-        except sqlite3.OperationalError as exc:
-            if "no transaction is active" not in str(exc):
-                raise
+        A cancelled caller stops waiting, but the transaction, queued on the
+        thread already, still runs to COMMIT or ROLLBACK.
+        """
+        return await write(self._writer, self._lock, work)
 
     async def accept(
         self, message: NewMessage, idempotency: IdempotencyClaim | None = None
@@ -120,8 +118,9 @@ class SqliteOutbox:
             jobs = [job for job, _ in batch]
             answers: list[Accepted | Exception]
             try:
-                async with self._transaction() as db:
-                    answers = [*await accepting.accept_batch(db, jobs)]
+                answers = [
+                    *await self._write(partial(accepting.accept_batch, jobs=jobs))
+                ]
             except Exception:
                 # One bad job must not sink its neighbours: each goes alone.
                 answers = [await self._accept_alone(job) for job in jobs]
@@ -135,8 +134,7 @@ class SqliteOutbox:
 
     async def _accept_alone(self, job: accepting.Job) -> Accepted | Exception:
         try:
-            async with self._transaction() as db:
-                [answer] = await accepting.accept_batch(db, [job])
+            [answer] = await self._write(partial(accepting.accept_batch, jobs=[job]))
         except Exception as exc:
             return exc
         return answer
@@ -158,13 +156,14 @@ class SqliteOutbox:
             (message_id,),
         )
         pairs = [(row[0], bool(row[1])) for row in links]
-        found = await deliveries_by_id(self._reader, [p[0] for p in pairs])
+        ids = [p[0] for p in pairs]
+        found = await run(self._reader, partial(deliveries_by_id, ids=ids))
         deliveries = [AcceptedDelivery(found[i], dup) for i, dup in pairs if i in found]
         return StoredMessage(message_id, text, created_at_ms, deliveries)
 
     async def get_delivery(self, delivery_id: str) -> Delivery:
         """Return one delivery, or raise NotFound."""
-        found = await deliveries_by_id(self._reader, [delivery_id])
+        found = await run(self._reader, partial(deliveries_by_id, ids=[delivery_id]))
         if delivery_id not in found:
             raise NotFound("delivery", delivery_id)
         return found[delivery_id]
@@ -230,12 +229,12 @@ class SqliteOutbox:
     async def _transition(
         self, delivery_id: str, update: str, now_ms: int, rule: str
     ) -> Delivery:
-        async with self._transaction() as db:
-            cursor = await db.execute(
-                f"UPDATE deliveries {update}", (now_ms, delivery_id)
-            )
-            changed = cursor.rowcount
-            found = await deliveries_by_id(db, [delivery_id])
+
+        def apply(db: sqlite3.Connection) -> tuple[int, dict[str, Delivery]]:
+            cursor = db.execute(f"UPDATE deliveries {update}", (now_ms, delivery_id))
+            return cursor.rowcount, deliveries_by_id(db, [delivery_id])
+
+        changed, found = await self._write(apply)
         if delivery_id not in found:
             raise NotFound("delivery", delivery_id)
         current = found[delivery_id]
@@ -256,8 +255,9 @@ class SqliteOutbox:
         """
         if not any(n > 0 for n in limits.values()):
             return []
-        async with self._transaction() as db:
-            return await leasing.claim(db, limits, now_ms, lease_ms)
+        return await self._write(
+            partial(leasing.claim, limits=limits, now_ms=now_ms, lease_ms=lease_ms)
+        )
 
     async def record(self, results: Sequence[Result], now_ms: int) -> list[Result]:
         """Write attempt results whose lease still holds; return those applied.
@@ -267,8 +267,9 @@ class SqliteOutbox:
         """
         if not results:
             return []
-        async with self._transaction() as db:
-            return await leasing.record(db, results, now_ms)
+        return await self._write(
+            partial(leasing.record, results=results, now_ms=now_ms)
+        )
 
     async def next_due_ms(self) -> int | None:
         """Return when the earliest unfinished delivery falls due, if any."""
@@ -302,19 +303,24 @@ class SqliteOutbox:
         limit: int,
     ) -> Pruned:
         """Remove one batch of old final deliveries; keep their dedupe records."""
-        async with self._transaction() as db:
-            return await upkeep.prune(
-                db,
+        return await self._write(
+            partial(
+                upkeep.prune,
                 finished_before_ms=finished_before_ms,
                 dedupe_before_ms=dedupe_before_ms,
                 idempotency_before_ms=idempotency_before_ms,
                 limit=limit,
             )
+        )
 
     async def checkpoint(self) -> None:
         """Fold the write-ahead log into the database and truncate it."""
-        async with self._lock:
-            await self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+        def fold(db: sqlite3.Connection) -> None:
+            with self._lock:
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+        await run(self._writer, fold)
 
 
 _GROUP_MAX = 256

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import Any, Literal, TypeVar
 
 import aiosqlite
 
 from notifier.domain.models import Delivery, DeliveryStatus, Messenger
 from notifier.storage.schema import PRAGMAS
+from notifier.storage.sqlite.locking import FileLock
 
 Synchronous = Literal["full", "normal"]
 T = TypeVar("T")
@@ -33,6 +36,45 @@ async def connect(
         await db.execute(pragma)
     await db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
     return db
+
+
+async def run(db: aiosqlite.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``work`` on the connection's own thread, with the plain connection.
+
+    aiosqlite runs each statement in its own hop to that thread and back, and
+    the way back waits for the event loop; a transaction of several statements
+    then holds SQLite's write lock for as long as the loop is busy elsewhere.
+    Here a whole transaction is one hop. aiosqlite has no public call for it:
+    ``_execute`` is the one its own methods queue their work with.
+    """
+    result: T = await db._execute(lambda: work(db._conn))  # type: ignore[no-untyped-call]
+    return result
+
+
+async def write(
+    db: aiosqlite.Connection, lock: FileLock, work: Callable[[sqlite3.Connection], T]
+) -> T:
+    """Run ``work`` in one write transaction, in one hop to the writer's thread.
+
+    No lock is needed within the process: the thread runs one hop after the
+    other, so two transactions never interleave.
+    """
+    return await run(db, partial(_transact, work=work, lock=lock))
+
+
+def _transact(
+    conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T], lock: FileLock
+) -> T:
+    with lock:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:  # SQLite ends it by itself after some errors
+                conn.execute("ROLLBACK")
+            raise
+    return result
 
 
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
@@ -65,8 +107,8 @@ def delivery(row: Sequence[Any]) -> Delivery:
     )
 
 
-async def select_in(
-    db: aiosqlite.Connection, sql: str, values: Sequence[Any], *first: Any
+def select_in(
+    db: sqlite3.Connection, sql: str, values: Sequence[Any], *first: Any
 ) -> list[Sequence[Any]]:
     """Run ``sql`` over ``values`` in chunks and return every row.
 
@@ -76,13 +118,11 @@ async def select_in(
     rows: list[Sequence[Any]] = []
     for chunk in chunks(values):
         query = sql.format(marks=marks(len(chunk)))
-        rows.extend(await db.execute_fetchall(query, (*first, *chunk)))
+        rows.extend(db.execute(query, (*first, *chunk)).fetchall())
     return rows
 
 
-async def deliveries_by_id(
-    db: aiosqlite.Connection, ids: Sequence[str]
-) -> dict[str, Delivery]:
+def deliveries_by_id(db: sqlite3.Connection, ids: Sequence[str]) -> dict[str, Delivery]:
     """Return the deliveries that exist among ``ids``, by id."""
     sql = f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id IN ({{marks}})"
-    return {r[0]: delivery(r) for r in await select_in(db, sql, ids)}
+    return {r[0]: delivery(r) for r in select_in(db, sql, ids)}

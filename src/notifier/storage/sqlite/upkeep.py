@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import aiosqlite
 
 from notifier.domain.dedupe import dedupe_key, text_digest
@@ -60,8 +62,8 @@ async def stats(db: aiosqlite.Connection, now_ms: int) -> OutboxStats:
     return OutboxStats(counts, due, scheduled, oldest, next(iter(rows))[0])
 
 
-async def prune(
-    db: aiosqlite.Connection,
+def prune(
+    db: sqlite3.Connection,
     *,
     finished_before_ms: int,
     dedupe_before_ms: int | None,
@@ -73,9 +75,9 @@ async def prune(
     The dedupe record of a removed delivery stays, marked with its final
     status, unless it is older than ``dedupe_before_ms``.
     """
-    rows = list(await db.execute_fetchall(_FINISHED, (finished_before_ms, limit)))
+    rows = db.execute(_FINISHED, (finished_before_ms, limit)).fetchall()
     ids = [r[0] for r in rows]
-    await db.executemany(
+    db.executemany(
         _TOMBSTONE,
         [
             (
@@ -89,38 +91,36 @@ async def prune(
     )
     for chunk in chunks(ids):
         where = f"IN ({marks(len(chunk))})"
-        await db.execute(f"DELETE FROM attempts WHERE delivery_id {where}", chunk)
-        await db.execute(f"DELETE FROM deliveries WHERE id {where}", chunk)
+        db.execute(f"DELETE FROM attempts WHERE delivery_id {where}", chunk)
+        db.execute(f"DELETE FROM deliveries WHERE id {where}", chunk)
     gone = [
         r[0]
-        for r in await db.execute_fetchall(
-            _ORPHAN_MESSAGES, (id_floor(finished_before_ms), limit)
-        )
+        for r in db.execute(_ORPHAN_MESSAGES, (id_floor(finished_before_ms), limit))
     ]
     for chunk in chunks(gone):
-        await db.execute(
+        db.execute(
             f"DELETE FROM message_deliveries WHERE message_id IN ({marks(len(chunk))})",
             chunk,
         )
     dedupe = 0
     if dedupe_before_ms is not None:
-        dedupe = await _delete_oldest(
+        dedupe = _delete_oldest(
             db,
             "dedupe",
             "final_status IS NOT NULL AND created_at_ms < ?",
             dedupe_before_ms,
             limit,
         )
-    keys = await _delete_oldest(
+    keys = _delete_oldest(
         db, "idempotency_keys", "created_at_ms < ?", idempotency_before_ms, limit
     )
     return Pruned(len(ids), len(gone), dedupe, keys)
 
 
-async def _delete_oldest(
-    db: aiosqlite.Connection, table: str, where: str, before_ms: int, limit: int
+def _delete_oldest(
+    db: sqlite3.Connection, table: str, where: str, before_ms: int, limit: int
 ) -> int:
-    cursor = await db.execute(
+    cursor = db.execute(
         f"DELETE FROM {table} WHERE key IN "
         f"(SELECT key FROM {table} WHERE {where} LIMIT ?)",
         (before_ms, limit),
