@@ -51,11 +51,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# Read at import, before the driver pins itself.
+_ALL_CORES = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+
+
 def pinned(cpu: int | None) -> Callable[[], None] | None:
-    """Return a preexec_fn that pins the child to ``cpu``, or None for no pinning."""
-    if cpu is None:
+    """Return a preexec_fn that pins the child to ``cpu``, or frees it with None.
+
+    The driver pins itself to the client core, and children inherit that; an
+    unpinned child gets back every core this process could use at start.
+    """
+    if not hasattr(os, "sched_setaffinity"):
         return None
-    return lambda: os.sched_setaffinity(0, {cpu})
+    cores = _ALL_CORES if cpu is None else {cpu}
+    return lambda: os.sched_setaffinity(0, cores)
 
 
 @dataclass
