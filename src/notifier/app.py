@@ -20,6 +20,7 @@ from notifier.api.throttle import rate_limits
 from notifier.config import Config, load
 from notifier.dispatcher import Dispatcher
 from notifier.dispatcher.janitor import Janitor
+from notifier.dispatcher.role import DispatchRole
 from notifier.domain.models import Messenger
 from notifier.domain.retry import RetryPolicy
 from notifier.logging import configure
@@ -27,6 +28,9 @@ from notifier.messengers.emulator import EmulatedMessenger
 from notifier.messengers.inbox import Inbox
 from notifier.services import Services
 from notifier.storage.sqlite import SqliteOutbox
+
+# How often the dispatching worker of several looks for the others' commits.
+_WATCH_S = 0.01
 
 
 async def start_services(
@@ -60,15 +64,23 @@ async def start_services(
         batch_size=r.batch_size,
         clock=clock,
     )
-    await dispatcher.start()
-    await janitor.start()
-    return Services(config, outbox, inbox, emulators, dispatcher, janitor, clock)
+    path = str(config.database.path)
+    role = DispatchRole(
+        None if path == ":memory:" else f"{path}-dispatch",
+        outbox,
+        dispatcher,
+        janitor,
+        retry_s=d.poll_interval_s,
+        # One worker hears its own accepts; several must watch the file.
+        watch_s=_WATCH_S if config.server.workers > 1 else None,
+    )
+    await role.start()
+    return Services(config, outbox, inbox, emulators, dispatcher, role, clock)
 
 
 async def stop_services(services: Services) -> None:
     """Drain the dispatcher within the grace period, then close the databases."""
-    await services.janitor.stop()
-    await services.dispatcher.stop(services.config.dispatcher.shutdown_grace_s)
+    await services.role.stop(services.config.dispatcher.shutdown_grace_s)
     await services.outbox.close()
     await services.inbox.close()
 
@@ -112,8 +124,8 @@ def create_app_from_env() -> Litestar:
     """Build the app in a worker process of ``serve --workers N``.
 
     Each worker reads the config again (the parent passes its file through
-    NOTIFIER_CONFIG) and runs its own dispatcher; claims are atomic in the
-    database, so workers never take the same delivery.
+    NOTIFIER_CONFIG) and accepts requests; one of them at a time dispatches
+    (see DispatchRole). Claims are atomic in the database all the same.
     """
     config = load()
     configure(config.logging.level, config.logging.format)

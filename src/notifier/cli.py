@@ -203,6 +203,8 @@ def _serve_workers(workers: int, path: str | None, settings: dict[str, Any]) -> 
     """Run N uvicorn workers; each builds its app from the same config."""
     if path is not None:
         os.environ[CONFIG_ENV] = str(Path(path).resolve())
+    # Each worker reads its config again; --workers must reach it too.
+    os.environ["NOTIFIER_SERVER_WORKERS"] = str(workers)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: None)
     uvicorn.run(

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from notifier.config import Config
 from notifier.dispatcher import Dispatcher
-from notifier.dispatcher.janitor import Janitor
+from notifier.dispatcher.role import DispatchRole
 from notifier.domain.models import Messenger
 from notifier.messengers.emulator import EmulatedMessenger
 from notifier.messengers.inbox import Inbox
@@ -24,7 +24,7 @@ class Services:
     inbox: Inbox
     emulators: dict[Messenger, EmulatedMessenger]
     dispatcher: Dispatcher
-    janitor: Janitor
+    role: DispatchRole
     clock: Callable[[], float] = field(default=time.time)
 
     def now_ms(self) -> int:

@@ -55,7 +55,7 @@ async def live() -> dict[str, str]:
     },
 )
 async def ready(state: State) -> Response[Readiness]:
-    """Answer 200 when the database answers and the dispatcher loop is ticking."""
+    """Answer 200 when the database answers and the dispatcher, if here, ticks."""
     services: Services = state.services
     problems = []
     try:
@@ -65,7 +65,9 @@ async def ready(state: State) -> Response[Readiness]:
     poll_s = services.config.dispatcher.poll_interval_s
     tick_s = services.dispatcher.last_tick_s
     age_s = None if tick_s is None else services.clock() - tick_s
-    if age_s is None or age_s > _TICKS_MISSED * poll_s + 1:
+    # A worker on standby accepts while another one dispatches.
+    late = age_s is None or age_s > _TICKS_MISSED * poll_s + 1
+    if services.role.active and late:
         problems.append(
             "the dispatcher loop has not ticked "
             + ("yet" if age_s is None else f"for {age_s:.1f} s")

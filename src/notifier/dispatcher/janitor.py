@@ -74,7 +74,7 @@ class Janitor:
         self._task = asyncio.create_task(self._loop(), name="janitor")
 
     async def stop(self) -> None:
-        """Stop the loop; a batch in progress is rolled back."""
+        """Stop the loop; a batch already handed to the database still commits."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -180,6 +180,10 @@ class Outbox(Protocol):
         """Run a trivial query; raise if the database does not answer."""
         ...
 
+    async def data_version(self) -> int:
+        """Return a number that changes whenever another connection commits."""
+        ...
+
     async def stats(self, now_ms: int) -> OutboxStats:
         """Count deliveries by messenger and status, and what is waiting."""
         ...

@@ -290,6 +290,16 @@ class SqliteOutbox:
         """Run a trivial query; raise if the database does not answer."""
         await self._reader.execute_fetchall("SELECT count(*) FROM messages LIMIT 1")
 
+    async def data_version(self) -> int:
+        """Return SQLite's data_version: it moves when any other connection commits.
+
+        The reader is another connection than the writer, so this process's own
+        writes move it too. It reads shared memory only, not the file.
+        """
+        rows = await self._reader.execute_fetchall("PRAGMA data_version")
+        version: int = next(iter(rows))[0]
+        return version
+
     async def stats(self, now_ms: int) -> OutboxStats:
         """Count deliveries by messenger and status, and what is waiting."""
         return await upkeep.stats(self._reader, now_ms)
