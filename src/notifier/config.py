@@ -74,7 +74,7 @@ class DispatcherConfig(_Section, frozen=True):
     max_attempts: PositiveInt = 5
     backoff_base_s: Positive = 1.0
     backoff_max_s: Positive = 300.0
-    concurrency: PositiveInt = 256
+    concurrency: PositiveInt = 500
     shutdown_grace_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
 
 
