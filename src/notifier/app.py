@@ -31,6 +31,7 @@ from notifier.storage.sqlite import SqliteOutbox
 
 # How often the dispatching worker of several looks for the others' commits.
 _WATCH_S = 0.01
+_HANDBACK_MARGIN_S = 10.0
 
 
 async def start_services(
@@ -73,6 +74,8 @@ async def start_services(
         retry_s=d.poll_interval_s,
         # One worker hears its own accepts; several must watch the file.
         watch_s=_WATCH_S if config.server.workers > 1 else None,
+        # Longer than a worker's own shutdown, which ends a standby first.
+        handback_s=d.shutdown_grace_s + _HANDBACK_MARGIN_S,
     )
     await role.start()
     return Services(config, outbox, inbox, emulators, dispatcher, role, clock)

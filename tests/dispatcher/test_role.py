@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -81,7 +82,23 @@ async def test_role_dispatches_what_the_standby_worker_accepted(
         await stop_services(first)
 
 
-async def test_role_hands_over_when_the_dispatching_worker_stops(
+async def wait_active(services: Services, polls: int = 50) -> bool:
+    for _ in range(polls):  # a retry every poll interval, 0.05 s
+        if services.role.active:
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+def crash(services: Services) -> None:
+    """Let the lock go as a killed process does: closed, and nothing said."""
+    fd = services.role._fd
+    assert fd is not None
+    os.close(fd)
+    services.role._fd = None
+
+
+async def test_role_hands_over_when_the_dispatching_worker_dies(
     tmp_path: Path,
 ) -> None:
     config = two_worker_config(tmp_path)
@@ -89,18 +106,62 @@ async def test_role_hands_over_when_the_dispatching_worker_stops(
     second = await start_services(config)
     now_ms = int(time.time() * 1000)
 
-    await stop_services(first)
+    crash(first)
     try:
-        for _ in range(100):  # a retry every poll interval, 0.05 s
-            if second.role.active:
-                break
-            await asyncio.sleep(0.02)
+        assert await wait_active(second)
         accepted = await second.outbox.accept(message(ALICE_TG, at_ms=now_ms))
         (delivery,) = accepted.deliveries
         await wait_until_sent(second, delivery.delivery.id)
     finally:
         await stop_services(second)
-    assert second.role.active is False  # stopped, and the lock let go
+        await stop_services(first)
+
+
+async def test_role_standby_does_not_take_over_from_a_clean_stop(
+    tmp_path: Path,
+) -> None:
+    """A clean stop means shutdown or a restart: a standby would drain twice."""
+    config = two_worker_config(tmp_path)
+    first = await start_services(config)
+    second = await start_services(config)
+
+    await stop_services(first)
+    try:
+        took_over = await wait_active(second, polls=15)  # 0.3 s, 6 retries
+    finally:
+        await stop_services(second)
+    assert not took_over
+
+
+async def test_role_standby_takes_over_once_a_clean_stop_is_old(
+    tmp_path: Path,
+) -> None:
+    """No successor came within handback_s: the standby dispatches after all."""
+    config = two_worker_config(tmp_path)
+    first = await start_services(config)
+    second = await start_services(config)
+    second.role._handback_s = 0.2
+
+    await stop_services(first)
+    try:
+        assert await wait_active(second)
+    finally:
+        await stop_services(second)
+
+
+async def test_role_successor_takes_the_lock_at_start_after_a_clean_stop(
+    tmp_path: Path,
+) -> None:
+    config = two_worker_config(tmp_path)
+    first = await start_services(config)
+    await stop_services(first)
+
+    successor = await start_services(config)
+
+    try:
+        assert successor.role.active
+    finally:
+        await stop_services(successor)
 
 
 async def test_role_without_a_file_dispatches_alone(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -76,7 +77,7 @@ class Dispatcher:
         """Start the claim and record loops."""
         self._claimer = asyncio.create_task(self._claim_loop(), name="claimer")
         self._recorder = asyncio.create_task(self._record_loop(), name="recorder")
-        log.info("dispatcher_started", concurrency=self._concurrency)
+        log.info("dispatcher_started", concurrency=self._concurrency, pid=os.getpid())
 
     async def stop(self, grace_s: float) -> None:
         """Stop claiming, give in-flight sends ``grace_s`` to end, release the rest."""

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import time
 
 import structlog
 
@@ -14,6 +15,7 @@ from notifier.dispatcher.loop import Dispatcher
 from notifier.storage.base import Outbox
 
 log = structlog.get_logger("notifier.dispatcher")
+_STOPPED = "stopped at "
 
 
 class DispatchRole:
@@ -27,6 +29,11 @@ class DispatchRole:
     workers' accepts, so with ``watch_s`` set it looks at the file's
     data_version that often and wakes its dispatcher when another connection
     has committed. Without ``lock_path`` (an in-memory database) it dispatches.
+
+    A holder that stops cleanly says so in the lock file. Then the server is
+    shutting down, or restarting its workers and the holder's successor takes
+    the lock as it starts; either way a standby must not take over, claim and
+    drain all over again. It waits ``handback_s`` before it does.
     """
 
     def __init__(
@@ -38,6 +45,7 @@ class DispatchRole:
         *,
         retry_s: float,
         watch_s: float | None,
+        handback_s: float,
     ) -> None:
         self._fd: int | None = None
         if lock_path is not None:
@@ -47,6 +55,7 @@ class DispatchRole:
         self._janitor = janitor
         self._retry_s = retry_s
         self._watch_s = watch_s
+        self._handback_s = handback_s
         self._task: asyncio.Task[None] | None = None
         self.active = False
 
@@ -68,6 +77,7 @@ class DispatchRole:
             await self._janitor.stop()
             await self._dispatcher.stop(grace_s)
             self.active = False
+            self._mark(f"{_STOPPED}{time.time()}")
         if self._fd is not None:
             os.close(self._fd)  # closing the file drops the lock
             self._fd = None
@@ -78,16 +88,34 @@ class DispatchRole:
                 fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
+        self._mark(f"dispatching {os.getpid()}")
         await self._dispatcher.start()
         await self._janitor.start()
         self.active = True
         return True
 
     async def _wait_turn(self) -> None:
-        while not await self._take_over():
+        while self._handed_back_recently() or not await self._take_over():
             await asyncio.sleep(self._retry_s)
         log.info("dispatcher_took_over", pid=os.getpid())
         await self._watch()
+
+    def _mark(self, state: str) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, state.encode(), 0)
+
+    def _handed_back_recently(self) -> bool:
+        if self._fd is None:
+            return False
+        state = os.pread(self._fd, 64, 0).decode(errors="replace")
+        if not state.startswith(_STOPPED):
+            return False  # its holder died, or never said anything
+        try:
+            stopped_s = float(state.removeprefix(_STOPPED))
+        except ValueError:
+            return False
+        return time.time() - stopped_s < self._handback_s
 
     async def _watch(self) -> None:
         if self._watch_s is None:
