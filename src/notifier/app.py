@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -24,7 +26,7 @@ from notifier.dispatcher.role import DispatchRole
 from notifier.domain.models import Messenger
 from notifier.domain.retry import RetryPolicy
 from notifier.logging import configure
-from notifier.messengers.emulator import EmulatedMessenger
+from notifier.messengers.emulator import EmulatedMessenger, follow_shared_settings
 from notifier.messengers.inbox import Inbox
 from notifier.services import Services
 from notifier.storage.sqlite import SqliteOutbox
@@ -32,6 +34,8 @@ from notifier.storage.sqlite import SqliteOutbox
 # How often the dispatching worker of several looks for the others' commits.
 _WATCH_S = 0.01
 _HANDBACK_MARGIN_S = 10.0
+# How soon an emulator change made through one worker reaches the others.
+_SETTINGS_S = 0.25
 
 
 async def start_services(
@@ -78,11 +82,21 @@ async def start_services(
         handback_s=d.shutdown_grace_s + _HANDBACK_MARGIN_S,
     )
     await role.start()
-    return Services(config, outbox, inbox, emulators, dispatcher, role, clock)
+    services = Services(config, outbox, inbox, emulators, dispatcher, role, clock)
+    if config.server.workers > 1:
+        # Another worker may answer PUT /v1/emulator: follow what it saved.
+        services.settings_sync = asyncio.create_task(
+            follow_shared_settings(inbox, emulators, _SETTINGS_S), name="settings"
+        )
+    return services
 
 
 async def stop_services(services: Services) -> None:
     """Drain the dispatcher within the grace period, then close the databases."""
+    if services.settings_sync is not None:
+        services.settings_sync.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await services.settings_sync
     await services.role.stop(services.config.dispatcher.shutdown_grace_s)
     await services.outbox.close()
     await services.inbox.close()

@@ -170,6 +170,7 @@ def serve(config: Config, path: str | None = None, workers: int | None = None) -
         )
         return 2
     configure(config.logging.level, config.logging.format)
+    asyncio.run(_forget_emulator_changes(config))
     structlog.get_logger("notifier").info(
         "server_starting",
         version=__version__,
@@ -197,6 +198,17 @@ def serve(config: Config, path: str | None = None, workers: int | None = None) -
         signal.signal(signum, lambda *_: None)
     server.run()
     return 0 if server.started else 1
+
+
+async def _forget_emulator_changes(config: Config) -> None:
+    """Emulator settings changed through the API last until the server restarts."""
+    from notifier.messengers.inbox import Inbox
+
+    inbox = await Inbox.open(config.emulator.inbox_path)
+    try:
+        await inbox.forget_settings()
+    finally:
+        await inbox.close()
 
 
 def _serve_workers(workers: int, path: str | None, settings: dict[str, Any]) -> int:

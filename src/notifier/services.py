@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ class Services:
     dispatcher: Dispatcher
     role: DispatchRole
     clock: Callable[[], float] = field(default=time.time)
+    settings_sync: asyncio.Task[None] | None = None
 
     def now_ms(self) -> int:
         """Return the current time in epoch milliseconds."""

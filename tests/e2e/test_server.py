@@ -401,3 +401,34 @@ def test_server_two_workers_send_each_delivery_once(launcher: Launcher) -> None:
     assert events.count("dispatcher_standby") == 1
     assert events.count("dispatcher_stopped") == 1
     assert exit_status == 0
+
+
+def test_server_emulator_changes_reach_every_worker_until_restart(
+    launcher: Launcher,
+) -> None:
+    """A PUT lands on one worker; the others, the dispatching one too, follow."""
+    server = launcher.start(server_workers=2, emulator_viber_latency_ms=20)
+    with server.client() as client:
+        changed = client.put("/v1/emulator/viber", json={"latency_ms": 1500})
+    assert changed.status_code == 200
+
+    def latencies() -> list[int]:
+        seen = []
+        for _ in range(12):  # fresh connections, spread over both workers
+            with server.client() as client:
+                seen.append(client.get("/v1/emulator/viber").json()["latency_ms"])
+        return seen
+
+    after_put = wait_for(
+        lambda: (seen := latencies()) == [1500] * 12 and seen,
+        timeout_s=10,
+        what="every worker to answer 1500 ms",
+    )
+    server.signal(signal.SIGTERM)
+    server.wait_exit(timeout_s=15)
+    server = launcher.restart(server)
+    with server.client() as client:
+        after_restart = client.get("/v1/emulator/viber").json()["latency_ms"]
+
+    assert after_put == [1500] * 12
+    assert after_restart == 20  # the configured value again

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,7 +25,10 @@ from notifier.messengers.emulator import (
     TEST_RETRY_AFTER_S,
     EmulatedMessenger,
     EmulatorSettings,
+    follow_shared_settings,
+    load_shared_settings,
     scripted_recipients,
+    share_settings,
 )
 from notifier.messengers.inbox import Inbox, InboxItem
 
@@ -377,3 +381,53 @@ def test_emulator_settings_accepts_decimal_rates_summing_to_one() -> None:
     )
 
     assert settings.permanent_error_rate == 0.1
+
+
+async def test_shared_settings_reach_an_emulator_on_another_inbox_connection(
+    tmp_path: Path, sleep: RecordingSleep
+) -> None:
+    """Two workers: each opens the inbox file; a PUT on one reaches the other."""
+    here = await Inbox.open(tmp_path / "inbox.db")
+    there = await Inbox.open(tmp_path / "inbox.db")
+    ours = emulator(here, sleep, latency_ms=20)
+    theirs = {Messenger.WHATSAPP: emulator(there, sleep, latency_ms=20)}
+
+    await share_settings(ours, EmulatorSettings(latency_ms=1500))
+    await load_shared_settings(there, theirs)
+
+    try:
+        assert ours.settings.latency_ms == 1500
+        assert theirs[Messenger.WHATSAPP].settings.latency_ms == 1500
+    finally:
+        await here.close()
+        await there.close()
+
+
+async def test_shared_settings_follow_changes_until_cancelled(
+    inbox: Inbox, sleep: RecordingSleep
+) -> None:
+    emulators = {Messenger.VIBER: emulator(inbox, sleep, messenger=Messenger.VIBER)}
+    follower = asyncio.create_task(follow_shared_settings(inbox, emulators, 0.01))
+    raw = msgspec.json.encode(EmulatorSettings(transient_error_rate=0.5))
+
+    await inbox.save_settings(Messenger.VIBER, raw)
+    for _ in range(100):
+        if emulators[Messenger.VIBER].settings.transient_error_rate == 0.5:
+            break
+        await asyncio.sleep(0.01)
+    follower.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await follower
+
+    assert emulators[Messenger.VIBER].settings.transient_error_rate == 0.5
+
+
+async def test_inbox_forget_settings_leaves_the_configured_ones(
+    inbox: Inbox, sleep: RecordingSleep
+) -> None:
+    ours = emulator(inbox, sleep, latency_ms=20)
+    await share_settings(ours, EmulatorSettings(latency_ms=1500))
+
+    await inbox.forget_settings()
+
+    assert await inbox.load_settings() == {}

@@ -14,7 +14,11 @@ from notifier.domain.errors import FieldError, ValidationFailed
 from notifier.domain.keys import Scope
 from notifier.domain.models import Messenger
 from notifier.domain.recipients import InvalidRecipient, normalise
-from notifier.messengers.emulator import EmulatorSettings
+from notifier.messengers.emulator import (
+    EmulatorSettings,
+    load_shared_settings,
+    share_settings,
+)
 
 
 @get(
@@ -56,6 +60,7 @@ async def get_emulator(
     messenger: FromPath[MessengerName], services: Injected
 ) -> EmulatorSettings:
     """Return the emulated messenger's current latency and failure rates."""
+    await load_shared_settings(services.inbox, services.emulators)
     return services.emulators[Messenger(messenger)].settings
 
 
@@ -70,13 +75,15 @@ async def put_emulator(
     data: JSONBody[EmulatorPatch],
     services: Injected,
 ) -> EmulatorSettings:
-    """Change any subset of the settings until the next restart."""
+    """Change any subset of the settings, in every worker, until the next restart."""
     patch = data
+    await load_shared_settings(services.inbox, services.emulators)
     emulator = services.emulators[Messenger(messenger)]
     merged = msgspec.structs.asdict(emulator.settings) | msgspec.structs.asdict(patch)
     merged = {k: v for k, v in merged.items() if v is not msgspec.UNSET}
     try:
-        emulator.settings = msgspec.convert(merged, EmulatorSettings)
+        settings = msgspec.convert(merged, EmulatorSettings)
     except msgspec.ValidationError as exc:
         raise from_msgspec(exc) from exc
-    return emulator.settings
+    await share_settings(emulator, settings)
+    return settings

@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated
 
 import msgspec
+import structlog
 
 from notifier.domain.models import Messenger, Outcome
 from notifier.messengers.base import PermanentError, RateLimited, TransientError
 from notifier.messengers.inbox import Inbox
 
 Rate = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+log = structlog.get_logger("notifier.emulator")
 
 
 class EmulatorSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -77,7 +79,7 @@ class EmulatedMessenger:
     ) -> None:
         self.messenger = messenger
         self.settings = settings
-        self._inbox = inbox
+        self.inbox = inbox
         self._rng = rng or random.Random()
         self._sleep = sleep
         self._clock = clock
@@ -101,7 +103,7 @@ class EmulatedMessenger:
         if (
             outcome is not Outcome.SENT
             and attempt > 1
-            and await self._inbox.has(self.messenger, delivery_id)
+            and await self.inbox.has(self.messenger, delivery_id)
         ):
             return
         if outcome is Outcome.PERMANENT_ERROR:
@@ -116,7 +118,7 @@ class EmulatedMessenger:
         if outcome is Outcome.TRANSIENT_ERROR:
             raise TransientError(f"{self.messenger.value}: service unavailable")
         now_ms = int(self._clock() * 1000)
-        await self._inbox.add(self.messenger, delivery_id, recipient, text, now_ms)
+        await self.inbox.add(self.messenger, delivery_id, recipient, text, now_ms)
 
     def _roll(self, settings: EmulatorSettings) -> Outcome:
         roll = self._rng.random()
@@ -129,6 +131,35 @@ class EmulatedMessenger:
                 return outcome
             roll -= rate
         return Outcome.SENT
+
+
+async def share_settings(
+    emulator: EmulatedMessenger, settings: EmulatorSettings
+) -> None:
+    """Apply new settings here and save them for the server's other workers."""
+    raw = msgspec.json.encode(settings)
+    await emulator.inbox.save_settings(emulator.messenger, raw)
+    emulator.settings = settings
+
+
+async def load_shared_settings(
+    inbox: Inbox, emulators: Mapping[Messenger, EmulatedMessenger]
+) -> None:
+    """Apply the settings any worker saved since the server started."""
+    for messenger, raw in (await inbox.load_settings()).items():
+        emulators[messenger].settings = msgspec.json.decode(raw, type=EmulatorSettings)
+
+
+async def follow_shared_settings(
+    inbox: Inbox, emulators: Mapping[Messenger, EmulatedMessenger], interval_s: float
+) -> None:
+    """Load the saved settings every ``interval_s``, until cancelled."""
+    while True:
+        try:
+            await load_shared_settings(inbox, emulators)
+        except Exception:
+            log.exception("emulator_settings_unread")
+        await asyncio.sleep(interval_s)
 
 
 def _scripted(behaviour: str, attempt: int) -> Outcome:

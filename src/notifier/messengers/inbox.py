@@ -26,6 +26,14 @@ _INSERT = """
 INSERT INTO inbox (messenger, delivery_id, recipient, text, received_at_ms)
 VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"""
 
+# Settings changed through the API, kept here so that every worker process
+# of one server reads the same; a server start empties the table.
+_CREATE_SETTINGS = """
+CREATE TABLE IF NOT EXISTS emulator_settings (
+    messenger TEXT PRIMARY KEY,
+    settings BLOB NOT NULL
+)"""
+
 _CREATE_RECIPIENT_INDEX = """
 CREATE INDEX IF NOT EXISTS inbox_recipient ON inbox (messenger, recipient, seq)"""
 
@@ -53,6 +61,8 @@ class Inbox:
         self._queued: list[tuple[tuple[str, str, str, str, int], asyncio.Future[None]]]
         self._queued = []
         self._writer: asyncio.Task[None] | None = None
+        # A write between another's BEGIN and COMMIT would join its transaction.
+        self._lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str]) -> Inbox:
@@ -66,6 +76,7 @@ class Inbox:
             "PRAGMA busy_timeout = 10000",
             _CREATE_INBOX,
             _CREATE_RECIPIENT_INDEX,
+            _CREATE_SETTINGS,
         ):
             await db.execute(statement)
         return cls(db)
@@ -99,9 +110,10 @@ class Inbox:
         while self._queued:
             batch, self._queued = self._queued, []
             try:
-                await self._db.execute("BEGIN IMMEDIATE")
-                await self._db.executemany(_INSERT, [row for row, _ in batch])
-                await self._db.execute("COMMIT")
+                async with self._lock:
+                    await self._db.execute("BEGIN IMMEDIATE")
+                    await self._db.executemany(_INSERT, [row for row, _ in batch])
+                    await self._db.execute("COMMIT")
             except Exception as exc:
                 await self._db.execute("ROLLBACK")
                 for _, future in batch:
@@ -111,6 +123,27 @@ class Inbox:
             for _, future in batch:
                 if not future.done():
                     future.set_result(None)
+
+    async def save_settings(self, messenger: Messenger, settings: bytes) -> None:
+        """Keep an emulator's settings where every worker process reads them."""
+        async with self._lock:
+            await self._db.execute(
+                "INSERT INTO emulator_settings (messenger, settings) VALUES (?, ?) "
+                "ON CONFLICT (messenger) DO UPDATE SET settings = excluded.settings",
+                (messenger.value, settings),
+            )
+
+    async def load_settings(self) -> dict[Messenger, bytes]:
+        """Return the settings saved since the server started, by messenger."""
+        rows = await self._db.execute_fetchall(
+            "SELECT messenger, settings FROM emulator_settings"
+        )
+        return {Messenger(m): settings for m, settings in rows}
+
+    async def forget_settings(self) -> None:
+        """Drop every saved setting: the configured ones apply again."""
+        async with self._lock:
+            await self._db.execute("DELETE FROM emulator_settings")
 
     async def has(self, messenger: Messenger, delivery_id: str) -> bool:
         """Return whether this delivery id was already received."""
