@@ -9,6 +9,7 @@ import json
 import math
 import os
 import signal
+import socket
 import sqlite3
 import sys
 import time
@@ -170,7 +171,9 @@ def serve(config: Config, path: str | None = None, workers: int | None = None) -
         )
         return 2
     configure(config.logging.level, config.logging.format)
-    asyncio.run(_forget_emulator_changes(config))
+    if _port_is_free(config.server.host, config.server.port):
+        # Not when another server holds the port: this start is bound to fail.
+        asyncio.run(_forget_emulator_changes(config))
     structlog.get_logger("notifier").info(
         "server_starting",
         version=__version__,
@@ -198,6 +201,18 @@ def serve(config: Config, path: str | None = None, workers: int | None = None) -
         signal.signal(signum, lambda *_: None)
     server.run()
     return 0 if server.started else 1
+
+
+def _port_is_free(host: str, port: int) -> bool:
+    """Whether nothing listens on host:port yet (a bind test, as uvicorn binds)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError:
+        return False
+    return True
 
 
 async def _forget_emulator_changes(config: Config) -> None:

@@ -25,6 +25,21 @@ async def test_put_emulator_changes_only_given_fields(client) -> None:
     assert (await client.get("/v1/emulator/telegram")).json()["latency_ms"] == 0
 
 
+async def test_put_emulator_keeps_configured_and_earlier_values(client) -> None:
+    """The fields a PUT leaves out keep their values: configured, or put before."""
+    await client.put("/v1/emulator/viber", json={"transient_error_rate": 0.3})
+
+    response = await client.put("/v1/emulator/viber", json={"rate_limit_rate": 0.1})
+
+    assert response.json() == {
+        "latency_ms": 0,  # configured in the test config, not the default 20
+        "transient_error_rate": 0.3,
+        "rate_limit_rate": 0.1,
+        "retry_after_s": 1.0,
+        "permanent_error_rate": 0.0,
+    }
+
+
 async def test_put_emulator_makes_sends_fail(client, wait_status) -> None:
     await client.put("/v1/emulator/viber", json={"permanent_error_rate": 1.0})
 

@@ -8,6 +8,7 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -432,3 +433,18 @@ def test_server_emulator_changes_reach_every_worker_until_restart(
 
     assert after_put == [1500] * 12
     assert after_restart == 20  # the configured value again
+
+
+def test_server_start_that_finds_the_port_taken_keeps_emulator_changes(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    server = launcher.start()
+    with server.client() as client:
+        client.put("/v1/emulator/viber", json={"latency_ms": 1500})
+
+    second = launcher.run_once(timeout_s=20, server_port=server.settings["server_port"])
+
+    with closing(sqlite3.connect(tmp_path / "inbox.db")) as inbox:
+        saved = inbox.execute("SELECT messenger FROM emulator_settings").fetchall()
+    assert second.returncode != 0
+    assert saved == [("viber",)]

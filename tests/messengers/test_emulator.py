@@ -25,10 +25,10 @@ from notifier.messengers.emulator import (
     TEST_RETRY_AFTER_S,
     EmulatedMessenger,
     EmulatorSettings,
+    change_settings,
     follow_shared_settings,
     load_shared_settings,
     scripted_recipients,
-    share_settings,
 )
 from notifier.messengers.inbox import Inbox, InboxItem
 
@@ -392,7 +392,7 @@ async def test_shared_settings_reach_an_emulator_on_another_inbox_connection(
     ours = emulator(here, sleep, latency_ms=20)
     theirs = {Messenger.WHATSAPP: emulator(there, sleep, latency_ms=20)}
 
-    await share_settings(ours, EmulatorSettings(latency_ms=1500))
+    await change_settings(ours, {"latency_ms": 1500})
     await load_shared_settings(there, theirs)
 
     try:
@@ -408,9 +408,9 @@ async def test_shared_settings_follow_changes_until_cancelled(
 ) -> None:
     emulators = {Messenger.VIBER: emulator(inbox, sleep, messenger=Messenger.VIBER)}
     follower = asyncio.create_task(follow_shared_settings(inbox, emulators, 0.01))
-    raw = msgspec.json.encode(EmulatorSettings(transient_error_rate=0.5))
+    elsewhere = emulator(inbox, sleep, messenger=Messenger.VIBER)
 
-    await inbox.save_settings(Messenger.VIBER, raw)
+    await change_settings(elsewhere, {"transient_error_rate": 0.5})
     for _ in range(100):
         if emulators[Messenger.VIBER].settings.transient_error_rate == 0.5:
             break
@@ -426,8 +426,49 @@ async def test_inbox_forget_settings_leaves_the_configured_ones(
     inbox: Inbox, sleep: RecordingSleep
 ) -> None:
     ours = emulator(inbox, sleep, latency_ms=20)
-    await share_settings(ours, EmulatorSettings(latency_ms=1500))
+    await change_settings(ours, {"latency_ms": 1500})
 
     await inbox.forget_settings()
 
     assert await inbox.load_settings() == {}
+
+
+async def test_change_settings_keeps_what_the_change_does_not_name(
+    tmp_path: Path, sleep: RecordingSleep
+) -> None:
+    """Two workers change two fields at once: both changes stay."""
+    here = await Inbox.open(tmp_path / "inbox.db")
+    there = await Inbox.open(tmp_path / "inbox.db")
+    ours = emulator(here, sleep, latency_ms=35, retry_after_s=4.0)
+    theirs = emulator(there, sleep, latency_ms=35, retry_after_s=4.0)
+
+    await asyncio.gather(
+        change_settings(ours, {"transient_error_rate": 0.3}),
+        change_settings(theirs, {"rate_limit_rate": 0.1}),
+    )
+    final = await change_settings(ours, {})
+
+    try:
+        assert final == EmulatorSettings(
+            latency_ms=35,
+            transient_error_rate=0.3,
+            rate_limit_rate=0.1,
+            retry_after_s=4.0,
+        )
+    finally:
+        await here.close()
+        await there.close()
+
+
+async def test_change_settings_that_break_a_rule_save_nothing(
+    inbox: Inbox, sleep: RecordingSleep
+) -> None:
+    ours = emulator(inbox, sleep)
+    await change_settings(ours, {"transient_error_rate": 0.6})
+
+    with pytest.raises(msgspec.ValidationError, match="at most 1"):
+        await change_settings(ours, {"permanent_error_rate": 0.5})
+
+    assert ours.settings.permanent_error_rate == 0.0
+    (saved,) = (await inbox.load_settings()).values()
+    assert msgspec.json.decode(saved, type=EmulatorSettings).permanent_error_rate == 0

@@ -16,8 +16,8 @@ from notifier.domain.models import Messenger
 from notifier.domain.recipients import InvalidRecipient, normalise
 from notifier.messengers.emulator import (
     EmulatorSettings,
+    change_settings,
     load_shared_settings,
-    share_settings,
 )
 
 
@@ -76,14 +76,9 @@ async def put_emulator(
     services: Injected,
 ) -> EmulatorSettings:
     """Change any subset of the settings, in every worker, until the next restart."""
-    patch = data
-    await load_shared_settings(services.inbox, services.emulators)
-    emulator = services.emulators[Messenger(messenger)]
-    merged = msgspec.structs.asdict(emulator.settings) | msgspec.structs.asdict(patch)
-    merged = {k: v for k, v in merged.items() if v is not msgspec.UNSET}
+    patch = msgspec.structs.asdict(data)
+    changes = {k: v for k, v in patch.items() if v is not msgspec.UNSET}
     try:
-        settings = msgspec.convert(merged, EmulatorSettings)
+        return await change_settings(services.emulators[Messenger(messenger)], changes)
     except msgspec.ValidationError as exc:
         raise from_msgspec(exc) from exc
-    await share_settings(emulator, settings)
-    return settings

@@ -133,13 +133,24 @@ class EmulatedMessenger:
         return Outcome.SENT
 
 
-async def share_settings(
-    emulator: EmulatedMessenger, settings: EmulatorSettings
-) -> None:
-    """Apply new settings here and save them for the server's other workers."""
-    raw = msgspec.json.encode(settings)
-    await emulator.inbox.save_settings(emulator.messenger, raw)
-    emulator.settings = settings
+async def change_settings(
+    emulator: EmulatedMessenger, changes: Mapping[str, object]
+) -> EmulatorSettings:
+    """Apply ``changes`` over the latest settings any worker saved, and save them.
+
+    Raises msgspec.ValidationError, saving nothing, if the result is invalid.
+    """
+
+    def merge(saved: bytes | None) -> bytes:
+        current = emulator.settings
+        if saved is not None:
+            current = msgspec.json.decode(saved, type=EmulatorSettings)
+        merged = msgspec.structs.asdict(current) | dict(changes)
+        return msgspec.json.encode(msgspec.convert(merged, EmulatorSettings))
+
+    raw = await emulator.inbox.update_settings(emulator.messenger, merge)
+    emulator.settings = msgspec.json.decode(raw, type=EmulatorSettings)
+    return emulator.settings
 
 
 async def load_shared_settings(

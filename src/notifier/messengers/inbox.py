@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,14 +125,35 @@ class Inbox:
                 if not future.done():
                     future.set_result(None)
 
-    async def save_settings(self, messenger: Messenger, settings: bytes) -> None:
-        """Keep an emulator's settings where every worker process reads them."""
+    async def update_settings(
+        self, messenger: Messenger, change: Callable[[bytes | None], bytes]
+    ) -> bytes:
+        """Replace an emulator's saved settings by ``change(saved)``, atomically.
+
+        One transaction from read to write, so that changes made at once
+        through two workers both land; if ``change`` raises, nothing is saved.
+        """
         async with self._lock:
-            await self._db.execute(
-                "INSERT INTO emulator_settings (messenger, settings) VALUES (?, ?) "
-                "ON CONFLICT (messenger) DO UPDATE SET settings = excluded.settings",
-                (messenger.value, settings),
-            )
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = list(
+                    await self._db.execute_fetchall(
+                        "SELECT settings FROM emulator_settings WHERE messenger = ?",
+                        (messenger.value,),
+                    )
+                )
+                settings = change(rows[0][0] if rows else None)
+                await self._db.execute(
+                    "INSERT INTO emulator_settings (messenger, settings) "
+                    "VALUES (?, ?) ON CONFLICT (messenger) "
+                    "DO UPDATE SET settings = excluded.settings",
+                    (messenger.value, settings),
+                )
+                await self._db.execute("COMMIT")
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+        return settings
 
     async def load_settings(self) -> dict[Messenger, bytes]:
         """Return the settings saved since the server started, by messenger."""
