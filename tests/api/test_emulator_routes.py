@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 
 async def test_get_emulator_returns_configured_settings(client) -> None:
     response = await client.get("/v1/emulator/telegram")
@@ -69,6 +71,22 @@ async def test_put_emulator_rejects_bad_rates(client) -> None:
     assert (await client.get("/v1/emulator/viber")).json()[
         "transient_error_rate"
     ] == 0.0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"latency_ms": "100"},  # a number in a string
+        {"rate_limit_rate": "0.1"},
+        {"retry_after_s": "2.5"},
+    ],
+)
+async def test_put_emulator_refuses_numbers_sent_as_strings(client, body) -> None:
+    response = await client.put("/v1/emulator/viber", json=body)
+
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == next(iter(body))
+    assert (await client.get("/v1/emulator/viber")).json()["latency_ms"] == 0
 
 
 async def test_emulator_routes_reject_unknown_messenger(client) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
-from litestar import get, put
+from litestar import Request, get, put
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from notifier.api.docs import problems
@@ -71,14 +73,17 @@ async def get_emulator(
     responses=problems(400, 401, 403, 413, 415, 422, 429),
 )
 async def put_emulator(
+    request: Request[Any, Any, Any],
     messenger: FromPath[MessengerName],
     data: JSONBody[EmulatorPatch],
     services: Injected,
 ) -> EmulatorSettings:
     """Change any subset of the settings, in every worker, until the next restart."""
-    patch = msgspec.structs.asdict(data)
-    changes = {k: v for k, v in patch.items() if v is not msgspec.UNSET}
     try:
+        # Litestar converts "100" to 100 for ``data``; a number must be a number.
+        strict = msgspec.json.decode(await request.body(), type=EmulatorPatch)
+        patch = msgspec.structs.asdict(strict)
+        changes = {k: v for k, v in patch.items() if v is not msgspec.UNSET}
         return await change_settings(services.emulators[Messenger(messenger)], changes)
     except msgspec.ValidationError as exc:
         raise from_msgspec(exc) from exc
