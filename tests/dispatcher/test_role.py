@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from builders import ALICE_TG, message
 from notifier.app import start_services, stop_services
@@ -39,47 +41,52 @@ def two_worker_config(tmp_path: Path, poll_interval_s: float = 0.05) -> Config:
     )
 
 
-async def wait_until_sent(services: Services, delivery_id: str) -> None:
+class Workers:
+    """Services on one database, as the worker processes of one server have."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._running: list[Services] = []
+
+    async def start(self) -> Services:
+        """Start one more worker's services."""
+        services = await start_services(self.config)
+        self._running.append(services)
+        return services
+
+    async def stop(self, services: Services) -> None:
+        """Stop one worker cleanly, as SIGTERM does."""
+        self._running.remove(services)
+        await stop_services(services)
+
+    async def stop_all(self) -> None:
+        """Stop the workers still running, the last started first."""
+        while self._running:
+            await self.stop(self._running[-1])
+
+
+@pytest.fixture
+async def workers(tmp_path: Path) -> AsyncIterator[Workers]:
+    """Workers whose dispatcher polls every 0.05 s; all stopped at the end."""
+    pool = Workers(two_worker_config(tmp_path))
+    yield pool
+    await pool.stop_all()
+
+
+async def send_one(services: Services) -> None:
+    """Accept one delivery through ``services``; wait until some worker sent it."""
+    accepted = await services.outbox.accept(message(ALICE_TG, at_ms=now_ms()))
+    (delivery,) = accepted.deliveries
     for _ in range(250):
-        if (await services.outbox.get_delivery(delivery_id)).status == "sent":
+        found = await services.outbox.get_delivery(delivery.delivery.id)
+        if found.status == "sent":
             return
         await asyncio.sleep(0.02)
-    raise AssertionError(f"delivery {delivery_id} was never sent")
+    raise AssertionError(f"delivery {delivery.delivery.id} was never sent")
 
 
-async def test_role_lets_one_of_two_workers_dispatch(tmp_path: Path) -> None:
-    config = two_worker_config(tmp_path)
-
-    first = await start_services(config)
-    second = await start_services(config)
-
-    try:
-        assert first.role.active
-        assert not second.role.active
-    finally:
-        await stop_services(second)
-        await stop_services(first)
-
-
-async def test_role_dispatches_what_the_standby_worker_accepted(
-    tmp_path: Path,
-) -> None:
-    """The standby's notify reaches no dispatcher: the watcher must see the commit.
-
-    The dispatcher's own poll is 30 s away, so only the watcher can wake it.
-    """
-    config = two_worker_config(tmp_path, poll_interval_s=30)
-    first = await start_services(config)
-    second = await start_services(config)
-    now_ms = int(time.time() * 1000)
-
-    try:
-        accepted = await second.outbox.accept(message(ALICE_TG, at_ms=now_ms))
-        (delivery,) = accepted.deliveries
-        await wait_until_sent(second, delivery.delivery.id)
-    finally:
-        await stop_services(second)
-        await stop_services(first)
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 async def wait_active(services: Services, polls: int = 50) -> bool:
@@ -98,79 +105,87 @@ def crash(services: Services) -> None:
     services.role._fd = None
 
 
-async def test_role_hands_over_when_the_dispatching_worker_dies(
+async def test_role_lets_one_of_two_workers_dispatch(workers: Workers) -> None:
+    first = await workers.start()
+    second = await workers.start()
+
+    assert first.role.active
+    assert not second.role.active
+
+
+async def test_role_dispatches_what_the_standby_worker_accepted(
     tmp_path: Path,
 ) -> None:
-    config = two_worker_config(tmp_path)
-    first = await start_services(config)
-    second = await start_services(config)
-    now_ms = int(time.time() * 1000)
+    """The standby's notify reaches no dispatcher: the watcher must see the commit.
+
+    The dispatcher's own poll is 30 s away, so only the watcher can wake it.
+    """
+    workers = Workers(two_worker_config(tmp_path, poll_interval_s=30))
+    await workers.start()
+    second = await workers.start()
+
+    try:
+        await send_one(second)
+    finally:
+        await workers.stop_all()
+
+
+async def test_role_hands_over_when_the_dispatching_worker_dies(
+    workers: Workers,
+) -> None:
+    first = await workers.start()
+    second = await workers.start()
 
     crash(first)
-    try:
-        assert await wait_active(second)
-        accepted = await second.outbox.accept(message(ALICE_TG, at_ms=now_ms))
-        (delivery,) = accepted.deliveries
-        await wait_until_sent(second, delivery.delivery.id)
-    finally:
-        await stop_services(second)
-        await stop_services(first)
+
+    assert await wait_active(second)
+    await send_one(second)
 
 
 async def test_role_standby_does_not_take_over_from_a_clean_stop(
-    tmp_path: Path,
+    workers: Workers,
 ) -> None:
     """A clean stop means shutdown or a restart: a standby would drain twice."""
-    config = two_worker_config(tmp_path)
-    first = await start_services(config)
-    second = await start_services(config)
+    first = await workers.start()
+    second = await workers.start()
 
-    await stop_services(first)
-    try:
-        took_over = await wait_active(second, polls=15)  # 0.3 s, 6 retries
-    finally:
-        await stop_services(second)
-    assert not took_over
+    await workers.stop(first)
+
+    assert not await wait_active(second, polls=15)  # 0.3 s, 6 retries
 
 
 async def test_role_standby_takes_over_once_a_clean_stop_is_old(
-    tmp_path: Path,
+    workers: Workers,
 ) -> None:
     """No successor came within handback_s: the standby dispatches after all."""
-    config = two_worker_config(tmp_path)
-    first = await start_services(config)
-    second = await start_services(config)
+    first = await workers.start()
+    second = await workers.start()
     second.role._handback_s = 0.2
 
-    await stop_services(first)
-    try:
-        assert await wait_active(second)
-    finally:
-        await stop_services(second)
+    await workers.stop(first)
+
+    assert await wait_active(second)
 
 
 async def test_role_successor_takes_the_lock_at_start_after_a_clean_stop(
-    tmp_path: Path,
+    workers: Workers,
 ) -> None:
-    config = two_worker_config(tmp_path)
-    first = await start_services(config)
-    await stop_services(first)
+    await workers.stop(await workers.start())
 
-    successor = await start_services(config)
+    successor = await workers.start()
 
-    try:
-        assert successor.role.active
-    finally:
-        await stop_services(successor)
+    assert successor.role.active
 
 
 async def test_role_without_a_file_dispatches_alone(tmp_path: Path) -> None:
     config = two_worker_config(tmp_path)
-    config = msgspec.structs.replace(config, database=DatabaseConfig(path=":memory:"))
+    alone = Workers(
+        msgspec.structs.replace(config, database=DatabaseConfig(path=":memory:"))
+    )
 
-    services = await start_services(config)
+    services = await alone.start()
 
     try:
         assert services.role.active
     finally:
-        await stop_services(services)
+        await alone.stop_all()
