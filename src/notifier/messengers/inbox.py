@@ -113,10 +113,13 @@ class Inbox:
             try:
                 async with self._lock:
                     await self._db.execute("BEGIN IMMEDIATE")
-                    await self._db.executemany(_INSERT, [row for row, _ in batch])
-                    await self._db.execute("COMMIT")
+                    try:
+                        await self._db.executemany(_INSERT, [row for row, _ in batch])
+                        await self._db.execute("COMMIT")
+                    except Exception:
+                        await self._db.execute("ROLLBACK")
+                        raise
             except Exception as exc:
-                await self._db.execute("ROLLBACK")
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
