@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import math
+import multiprocessing
 import os
 import signal
 import socket
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from notifier.storage.sqlite import SqliteOutbox
 
 _SECRET_WORDS = ("secret", "password", "token")
+# How long serve --workers N waits for its dispatcher to take the lock.
+_DISPATCHER_START_S = 15.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -192,7 +195,7 @@ def serve(config: Config, path: str | None = None, workers: int | None = None) -
         "timeout_graceful_shutdown": math.ceil(config.dispatcher.shutdown_grace_s),
     }
     if (workers or config.server.workers) > 1:
-        return _serve_workers(workers or config.server.workers, path, settings)
+        return _serve_workers(config, workers or config.server.workers, path, settings)
     server = uvicorn.Server(uvicorn.Config(create_app(config), **settings))
     # Once it has shut down, uvicorn raises the SIGTERM or SIGINT it handled
     # again; with the default handlers that kills the process (exit 143) after
@@ -226,18 +229,46 @@ async def _forget_emulator_changes(config: Config) -> None:
         await inbox.close()
 
 
-def _serve_workers(workers: int, path: str | None, settings: dict[str, Any]) -> int:
-    """Run N uvicorn workers; each builds its app from the same config."""
+def _serve_workers(
+    config: Config, workers: int, path: str | None, settings: dict[str, Any]
+) -> int:
+    """Run N uvicorn workers that accept, beside one process that dispatches."""
     if path is not None:
         os.environ[CONFIG_ENV] = str(Path(path).resolve())
-    # Each worker reads its config again; --workers must reach it too.
+    # Each process reads its config again; --workers must reach it too.
     os.environ["NOTIFIER_SERVER_WORKERS"] = str(workers)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: None)
-    uvicorn.run(
-        "notifier.app:create_app_from_env", factory=True, workers=workers, **settings
-    )
+    dispatcher = _start_dispatcher(config)
+    try:
+        app = "notifier.app:create_app_from_env"
+        uvicorn.run(app, factory=True, workers=workers, **settings)
+    finally:
+        # The workers are gone: now the dispatcher drains and stops.
+        if dispatcher.pid is not None and dispatcher.is_alive():
+            os.kill(dispatcher.pid, signal.SIGTERM)
+        dispatcher.join(config.dispatcher.shutdown_grace_s + 10)
+        if dispatcher.is_alive():
+            dispatcher.kill()
     return 0
+
+
+def _start_dispatcher(config: Config) -> multiprocessing.process.BaseProcess:
+    """Start the dispatch-only process; wait until it holds the dispatch lock."""
+    from notifier.dispatcher import process
+
+    child = multiprocessing.get_context("spawn").Process(
+        target=process.run, name="notifier-dispatcher"
+    )
+    child.start()
+    lock = Path(f"{config.database.path}-dispatch")
+    deadline = time.monotonic() + _DISPATCHER_START_S
+    while child.is_alive() and time.monotonic() < deadline:
+        # Should it not get there, a worker takes the lock (see DispatchRole).
+        if lock.exists() and lock.read_text() == f"dispatching {child.pid}":
+            break
+        time.sleep(0.05)
+    return child
 
 
 def check_config(resolved: Resolved) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sqlite3
 import time
@@ -378,7 +379,7 @@ def test_server_bad_config_stops_startup(launcher: Launcher, tmp_path: Path) -> 
 
 
 def test_server_two_workers_send_each_delivery_once(launcher: Launcher) -> None:
-    """Two worker processes share the port and the outbox; nothing goes twice."""
+    """Two workers share the port and the outbox beside a dispatcher process."""
     server = launcher.start(server_workers=2, **latency(20))
     recipients = [("viber", f"two-workers-{n}") for n in range(60)]
     with server.client() as client:
@@ -397,11 +398,37 @@ def test_server_two_workers_send_each_delivery_once(launcher: Launcher) -> None:
 
     assert statuses == dict.fromkeys(ids, "sent")
     assert sorted(received) == sorted(ids)
-    # One worker dispatched, the other stood by; the dispatcher drained.
+    # A process of its own dispatched and drained; both workers only accepted.
     assert events.count("dispatcher_started") == 1
-    assert events.count("dispatcher_standby") == 1
+    assert events.count("dispatcher_standby") == 2
     assert events.count("dispatcher_stopped") == 1
     assert exit_status == 0
+
+
+def test_server_workers_take_over_when_the_dispatcher_process_dies(
+    launcher: Launcher,
+) -> None:
+    server = launcher.start(server_workers=2, dispatcher_poll_interval_s=0.2)
+    (started,) = [
+        e for e in server.log_events() if e.get("event") == "dispatcher_started"
+    ]
+
+    os.kill(started["pid"], signal.SIGKILL)
+    wait_for(
+        lambda: any(
+            e.get("event") == "dispatcher_took_over" for e in server.log_events()
+        ),
+        timeout_s=10,
+        what="a worker to take the dispatcher's place",
+    )
+    with server.client() as client:
+        answer = post_message(client, "After", [("viber", "after-the-dispatcher")])
+        ids = [d["id"] for d in answer["deliveries"]]
+        statuses = wait_for(
+            lambda: all_final(client, ids), timeout_s=10, what="the send"
+        )
+
+    assert statuses == dict.fromkeys(ids, "sent")
 
 
 def test_server_emulator_changes_reach_every_worker_until_restart(
