@@ -141,8 +141,8 @@ def create_app_from_env() -> Litestar:
     """Build the app in a worker process of ``serve --workers N``.
 
     Each worker reads the config again (the parent passes its file through
-    NOTIFIER_CONFIG) and accepts requests; one of them at a time dispatches
-    (see DispatchRole). Claims are atomic in the database all the same.
+    NOTIFIER_CONFIG) and accepts requests; a process of its own dispatches,
+    and a worker takes over if it dies (see DispatchRole).
     """
     config = load()
     configure(config.logging.level, config.logging.format)

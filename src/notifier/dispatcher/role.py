@@ -21,11 +21,12 @@ _STOPPED = "stopped at "
 class DispatchRole:
     """Runs the dispatcher and the janitor in one process per database file.
 
-    Under ``serve --workers N`` every worker accepts requests, but only the one
-    holding a flock(2) on ``lock_path`` claims, sends and prunes: N dispatchers
-    would only take turns on SQLite's single write lock. The others try for the
-    lock every ``retry_s`` and take over once its holder stops or dies (the
-    kernel drops a dead process's lock). The holder cannot hear the other
+    Only the process holding a flock(2) on ``lock_path`` claims, sends and
+    prunes: N dispatchers would only take turns on SQLite's single write lock.
+    Under ``serve --workers N`` that is a process of its own (see process.py)
+    and the HTTP workers stand by: they try for the lock every ``retry_s`` and
+    take over once its holder stops or dies (the kernel drops a dead process's
+    lock). The holder cannot hear the other
     workers' accepts, so with ``watch_s`` set it looks at the file's
     data_version that often and wakes its dispatcher when another connection
     has committed. Without ``lock_path`` (an in-memory database) it dispatches.
