@@ -22,7 +22,7 @@ from notifier.api.throttle import rate_limits
 from notifier.config import Config, load
 from notifier.dispatcher import Dispatcher
 from notifier.dispatcher.janitor import Janitor
-from notifier.dispatcher.role import DispatchRole
+from notifier.dispatcher.role import DispatchRole, lock_path_for
 from notifier.domain.models import Messenger
 from notifier.domain.retry import RetryPolicy
 from notifier.logging import configure
@@ -69,9 +69,8 @@ async def start_services(
         batch_size=r.batch_size,
         clock=clock,
     )
-    path = str(config.database.path)
     role = DispatchRole(
-        None if path == ":memory:" else f"{path}-dispatch",
+        lock_path_for(str(config.database.path)),
         outbox,
         dispatcher,
         janitor,

@@ -256,16 +256,17 @@ def _serve_workers(
 def _start_dispatcher(config: Config) -> multiprocessing.process.BaseProcess:
     """Start the dispatch-only process; wait until it holds the dispatch lock."""
     from notifier.dispatcher import process
+    from notifier.dispatcher.role import dispatching_pid, lock_path_for
 
     child = multiprocessing.get_context("spawn").Process(
         target=process.run, name="notifier-dispatcher"
     )
     child.start()
-    lock = Path(f"{config.database.path}-dispatch")
+    lock = lock_path_for(str(config.database.path))
     deadline = time.monotonic() + _DISPATCHER_START_S
-    while child.is_alive() and time.monotonic() < deadline:
+    while lock and child.is_alive() and time.monotonic() < deadline:
         # Should it not get there, a worker takes the lock (see DispatchRole).
-        if lock.exists() and lock.read_text() == f"dispatching {child.pid}":
+        if dispatching_pid(lock) == child.pid:
             break
         time.sleep(0.05)
     return child

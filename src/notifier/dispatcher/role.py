@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import os
 import time
+from pathlib import Path
 
 import structlog
 
@@ -16,6 +17,22 @@ from notifier.storage.base import Outbox
 
 log = structlog.get_logger("notifier.dispatcher")
 _STOPPED = "stopped at "
+_DISPATCHING = "dispatching "
+
+
+def lock_path_for(database_path: str) -> str | None:
+    """Return the dispatch lock file beside a database; None for an in-memory one."""
+    return None if database_path == ":memory:" else f"{database_path}-dispatch"
+
+
+def dispatching_pid(lock_path: str) -> int | None:
+    """Return the pid the lock file names as dispatching, if it names one."""
+    try:
+        state = Path(lock_path).read_text()
+    except OSError:
+        return None
+    pid = state.removeprefix(_DISPATCHING)
+    return int(pid) if pid != state and pid.isdigit() else None
 
 
 class DispatchRole:
@@ -89,7 +106,7 @@ class DispatchRole:
                 fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
-        self._mark(f"dispatching {os.getpid()}")
+        self._mark(f"{_DISPATCHING}{os.getpid()}")
         await self._dispatcher.start()
         await self._janitor.start()
         self.active = True
