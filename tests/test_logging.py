@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
+from notifier.logging import _Lines
 
 _SCRIPT = """
 import logging, sys, structlog
@@ -72,3 +75,80 @@ def test_configure_console_writes_readable_lines() -> None:
     assert "delivery_sent" in lines[0]
     assert "d-1" in lines[0]
     assert not lines[0].startswith("{")
+
+
+class _Recorder:
+    """A binary file that remembers each write."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self.writes.append(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+async def test_lines_of_one_loop_turn_are_written_together_after_it() -> None:
+    file = _Recorder()
+    lines = _Lines(file)  # type: ignore[arg-type]
+
+    lines.msg(b'{"event":"a"}')
+    lines.msg(b'{"event":"b"}')
+    before = list(file.writes)
+    await asyncio.sleep(0)
+
+    assert before == []
+    assert file.writes == [b'{"event":"a"}\n{"event":"b"}\n']
+
+
+def test_lines_outside_a_loop_are_written_at_once() -> None:
+    file = _Recorder()
+    lines = _Lines(file)  # type: ignore[arg-type]
+
+    lines.msg(b"one")
+    lines.msg(b"two")
+
+    assert file.writes == [b"one\n", b"two\n"]
+
+
+async def test_a_line_from_another_thread_writes_the_waiting_lines_first() -> None:
+    file = _Recorder()
+    lines = _Lines(file)  # type: ignore[arg-type]
+
+    lines.msg(b"loop")
+    await asyncio.to_thread(lines.msg, b"thread")
+    await asyncio.sleep(0)
+
+    assert b"".join(file.writes) == b"loop\nthread\n"
+
+
+_LOOP_SCRIPT = """
+import asyncio, logging, sys, structlog
+from notifier.logging import configure
+configure("info", "json")
+log = structlog.get_logger("notifier.test")
+
+async def main():
+    log.info("first")
+    logging.getLogger("uvicorn.error").warning("second")
+    log.info("third")
+
+asyncio.run(main())
+log.info("fourth")
+"""
+
+
+def test_configure_json_keeps_order_across_loggers_and_writes_all_before_exit() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _LOOP_SCRIPT],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+
+    events = [json.loads(line)["event"] for line in done.stderr.splitlines()]
+    assert events == ["first", "second", "third", "fourth"]
