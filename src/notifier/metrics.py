@@ -6,7 +6,10 @@ route template and status; never a recipient or an id.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 from notifier.domain.models import Messenger
 from notifier.storage.base import OutboxStats
@@ -72,6 +75,24 @@ HTTP_ERRORS = Counter(
     "HTTP requests that ended in a server error.",
     _HTTP_LABELS,
 )
+
+
+M = TypeVar("M", bound=MetricWrapperBase)
+_children: dict[tuple[MetricWrapperBase, tuple[str, ...]], MetricWrapperBase] = {}
+
+
+def child(metric: M, *labels: str) -> M:
+    """Return ``metric.labels(*labels)``, looked up once per label set.
+
+    ``labels`` takes a lock and checks its arguments on every call, a few
+    microseconds each time a delivery is sent or a request answered; the
+    label sets are few (see above), so each is kept here after its first use.
+    """
+    key = (metric, labels)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*labels)
+    return found  # type: ignore[return-value]
 
 
 def observe_outbox(stats: OutboxStats, now_ms: int) -> None:

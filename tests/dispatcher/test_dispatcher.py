@@ -221,3 +221,50 @@ async def test_dispatcher_reclaims_a_dead_workers_lease(outbox: SqliteOutbox) ->
     attempts = await outbox.list_attempts(delivery_id)
     assert [a.outcome for a in attempts] == ["lease_expired", "sent"]
     assert sender.sent == [(delivery_id, 2)]
+
+
+async def test_dispatcher_times_out_a_send_at_half_the_lease(
+    outbox: SqliteOutbox,
+) -> None:
+    sender = FakeSender(lambda _: asyncio.sleep(60))
+    policy = RetryPolicy(max_attempts=2, backoff_base_s=0.01, backoff_max_s=0.02)
+    dispatcher = make_dispatcher(
+        outbox, {Messenger.VIBER: sender}, lease_s=1.0, policy=policy
+    )
+    [delivery_id] = await accept(outbox, Messenger.VIBER, 1)
+    started = time.monotonic()
+
+    await dispatcher.start()
+    await wait_until(lambda: sender.in_flight == 1)
+    await wait_until(lambda: sender.in_flight == 0, timeout_s=0.7)  # 0.5 s + a tick
+    timed_out_after_s = time.monotonic() - started
+    await wait_until(lambda: sender.in_flight == 1, timeout_s=2)  # the retry
+    await dispatcher.stop(grace_s=0)
+
+    assert 0.5 <= timed_out_after_s < 0.7
+    attempts = await outbox.list_attempts(delivery_id)
+    assert [a.outcome for a in attempts] == ["transient_error", "released"]
+    assert attempts[0].error == "no answer within 0.5 s"
+    assert sender.sent == []
+
+
+async def test_dispatcher_counts_a_senders_own_timeout_as_transient(
+    outbox: SqliteOutbox,
+) -> None:
+    def times_out(attempt: int) -> None:
+        if attempt == 1:
+            raise TimeoutError("read timed out")
+
+    sender = FakeSender(times_out)
+    dispatcher = make_dispatcher(outbox, {Messenger.VIBER: sender})
+    [delivery_id] = await accept(outbox, Messenger.VIBER, 1)
+
+    await dispatcher.start()
+    await wait_until(lambda: len(sender.sent) == 1)
+    await dispatcher.stop(grace_s=1)
+
+    attempts = await outbox.list_attempts(delivery_id)
+    assert [(a.outcome, a.error) for a in attempts] == [
+        ("transient_error", "read timed out"),
+        ("sent", None),
+    ]

@@ -40,7 +40,8 @@ class HttpMetricsMiddleware:
             await self.app(scope, receive, note_status)
         finally:
             labels = (scope["method"], scope.get("path_template", "?"), str(status))
-            metrics.HTTP_REQUESTS.labels(*labels).inc()
-            metrics.HTTP_SECONDS.labels(*labels).observe(time.perf_counter() - started)
+            elapsed_s = time.perf_counter() - started
+            metrics.child(metrics.HTTP_REQUESTS, *labels).inc()
+            metrics.child(metrics.HTTP_SECONDS, *labels).observe(elapsed_s)
             if status >= 500:
-                metrics.HTTP_ERRORS.labels(*labels).inc()
+                metrics.child(metrics.HTTP_ERRORS, *labels).inc()

@@ -85,7 +85,7 @@ async def send_message(
         services.dispatcher.notify()
         for d in accepted.deliveries:
             counter = metrics.DEDUPLICATED if d.duplicate else metrics.ACCEPTED
-            counter.labels(d.delivery.messenger.value).inc()
+            metrics.child(counter, d.delivery.messenger.value).inc()
 
     return MessageAccepted(
         accepted.message_id, [DeliveryOut.of(d) for d in accepted.deliveries]
