@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import time
 import uuid
 
@@ -90,3 +91,22 @@ def test_id_sequence_starts_over_at_random_when_a_millisecond_runs_out() -> None
 
     assert uuid.UUID(ident).int >> 80 == 5
     assert uuid.UUID(ident).version == 7
+
+
+def test_id_sequence_of_a_forked_child_differs_from_its_parents() -> None:
+    sequence = _Sequence()
+    sequence.next(5)
+    reader, writer = os.pipe()
+
+    pid = os.fork()
+    if pid == 0:  # the child: one id, then out without pytest's clean-up
+        os.write(writer, sequence.next(5).encode())
+        os._exit(0)
+    os.close(writer)
+    ours = sequence.next(5)
+    with os.fdopen(reader, "rb") as pipe:
+        theirs = pipe.read().decode()
+    os.waitpid(pid, 0)
+
+    assert uuid.UUID(theirs).int >> 80 == 5
+    assert theirs != ours
