@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+import sqlite3
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import aiosqlite
 
 from notifier.domain.models import Messenger
+from notifier.storage.sqlite.rows import run
 
 _CREATE_INBOX = """
 CREATE TABLE IF NOT EXISTS inbox (
@@ -111,14 +114,9 @@ class Inbox:
         while self._queued:
             batch, self._queued = self._queued, []
             try:
+                rows = [row for row, _ in batch]
                 async with self._lock:
-                    await self._db.execute("BEGIN IMMEDIATE")
-                    try:
-                        await self._db.executemany(_INSERT, [row for row, _ in batch])
-                        await self._db.execute("COMMIT")
-                    except Exception:
-                        await self._db.execute("ROLLBACK")
-                        raise
+                    await run(self._db, partial(_insert_all, rows=rows))
             except Exception as exc:
                 for _, future in batch:
                     if not future.done():
@@ -198,3 +196,15 @@ class Inbox:
             (*params, limit),
         )
         return [InboxItem(*row) for row in rows]
+
+
+def _insert_all(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:
+    """Insert received texts in one transaction, run whole on the writer's thread."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.executemany(_INSERT, rows)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
