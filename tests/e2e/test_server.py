@@ -195,6 +195,37 @@ def test_server_main_job(launcher: Launcher) -> None:
     assert received_at >= scheduled_at
 
 
+@pytest.mark.parametrize(
+    ("level", "expected"),
+    [
+        ("info", ["delivery_sent"]),
+        ("debug", ["delivery_claimed", "attempt_finished", "delivery_sent"]),
+    ],
+    ids=["info", "debug"],
+)
+def test_server_logs_each_delivery_once_at_info(
+    launcher: Launcher, level: str, expected: list[str]
+) -> None:
+    """At info a sent delivery is one line; debug adds its claim and attempt."""
+    server = launcher.start(logging_level=level)
+    with server.client() as client:
+        answer = post_message(
+            client, f"logged at {level}", [("telegram", "@log_a"), ("viber", "log-b")]
+        )
+        ids = [d["id"] for d in answer["deliveries"]]
+        wait_for(lambda: all_final(client, ids), timeout_s=15, what="both sent")
+    server.signal(signal.SIGTERM)  # the last lines are out once it has exited
+    assert server.wait_exit(timeout_s=10) == 0
+
+    for delivery_id in ids:
+        events = [
+            e["event"]
+            for e in server.log_events()
+            if e.get("delivery_id") == delivery_id
+        ]
+        assert events == expected
+
+
 async def test_server_concurrent_identical_requests_make_one_delivery(
     launcher: Launcher,
 ) -> None:

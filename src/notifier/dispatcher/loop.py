@@ -167,7 +167,7 @@ class Dispatcher:
             if claim.reclaimed:
                 metrics.child(metrics.LEASES_RECLAIMED, claim.messenger.value).inc()
                 log.warning("lease_expired", **fields)
-            log.info("delivery_claimed", **fields)
+            log.debug("delivery_claimed", **fields)
             self._in_flight[claim.messenger] += 1
             task = loop.create_task(self._send(claim))
             self._active[task] = (claim, deadline)
