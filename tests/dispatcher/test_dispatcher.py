@@ -268,3 +268,45 @@ async def test_dispatcher_counts_a_senders_own_timeout_as_transient(
         ("transient_error", "read timed out"),
         ("sent", None),
     ]
+
+
+async def test_dispatcher_claims_again_as_slots_free_while_more_is_due(
+    outbox: SqliteOutbox,
+) -> None:
+    sender = FakeSender(lambda _: asyncio.sleep(0.01))
+    dispatcher = make_dispatcher(
+        outbox, {Messenger.VIBER: sender}, concurrency=4, poll_interval_s=30
+    )
+    await accept(outbox, Messenger.VIBER, 30)
+
+    await dispatcher.start()
+    await wait_until(lambda: len(sender.sent) == 30, timeout_s=3)  # no poll helps
+    await dispatcher.stop(grace_s=1)
+
+    assert sender.most_in_flight == 4
+
+
+async def test_dispatcher_does_not_claim_for_freed_slots_when_nothing_more_was_due(
+    outbox: SqliteOutbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    claims = 0
+    claim = outbox.claim
+
+    async def counted(*args: object, **kwargs: object) -> object:
+        nonlocal claims
+        claims += 1
+        return await claim(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(outbox, "claim", counted)
+    sender = FakeSender(lambda _: asyncio.sleep(0.01))
+    dispatcher = make_dispatcher(
+        outbox, {Messenger.VIBER: sender}, concurrency=10, poll_interval_s=30
+    )
+    await accept(outbox, Messenger.VIBER, 5)
+
+    await dispatcher.start()
+    await wait_until(lambda: len(sender.sent) == 5)
+    await asyncio.sleep(0.1)  # time for any claim the finished sends would cause
+    await dispatcher.stop(grace_s=1)
+
+    assert claims == 1

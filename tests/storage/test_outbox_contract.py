@@ -668,3 +668,21 @@ async def test_sqlite_write_cancelled_while_waiting_for_the_lock_leaves_no_trace
         await outbox.close()
 
     assert not accepted.deliveries[0].duplicate
+
+
+async def test_data_version_moves_for_another_outboxs_commit_not_its_own(
+    open_outbox: Callable[[Path], Awaitable[Outbox]], tmp_path: Path
+) -> None:
+    mine, theirs = await open_outbox(tmp_path), await open_outbox(tmp_path)
+    try:
+        start = await mine.data_version()
+        await accept_one(mine)
+        after_own = await mine.data_version()
+        await accept_one(theirs, message(BOB_WA))
+        after_other = await mine.data_version()
+    finally:
+        await mine.close()
+        await theirs.close()
+
+    assert after_own == start
+    assert after_other != start

@@ -57,6 +57,9 @@ class Dispatcher:
         self._clock = clock
         self._rng = rng or random.Random()
         self._in_flight = dict.fromkeys(senders, 0)
+        # Messengers whose last claim got as many as it asked for, or could not
+        # ask (every slot busy): more may be due, so a freed slot wakes the loop.
+        self._capped: set[Messenger] = set()
         # Each send task in flight, with its claim and its deadline (loop time).
         self._active: dict[asyncio.Task[None], tuple[Claim, float]] = {}
         self._timed_out: set[asyncio.Task[None]] = set()
@@ -121,7 +124,8 @@ class Dispatcher:
                 await asyncio.sleep(_ERROR_PAUSE_S)
                 continue
             self._launch(claims)
-            if _filled_any(claims, limits):
+            self._capped = _capped(claims, limits)
+            if any(limits[m] > 0 for m in self._capped):
                 continue  # more may be due right now
             await self._idle(bool(claims))
 
@@ -231,7 +235,8 @@ class Dispatcher:
             outcome, error = Outcome.TRANSIENT_ERROR, f"sender crashed: {exc!r}"
         finally:
             self._in_flight[claim.messenger] -= 1
-            self._wake.set()
+            if claim.messenger in self._capped:
+                self._wake.set()
         duration_s = time.perf_counter() - started
         decision = decide(
             self._policy, outcome, claim.attempts_counted, self._rng, retry_after_s
@@ -298,11 +303,12 @@ def _observe(claim: Claim, outcome: Outcome, duration_s: float, now_ms: int) -> 
         metrics.child(metrics.ACCEPT_TO_SENT_SECONDS, messenger).observe(waited_s)
 
 
-def _filled_any(claims: list[Claim], limits: Mapping[Messenger, int]) -> bool:
+def _capped(claims: list[Claim], limits: Mapping[Messenger, int]) -> set[Messenger]:
+    """Return the messengers that got all the claims they asked for, if any."""
     counts = dict.fromkeys(limits, 0)
     for claim in claims:
         counts[claim.messenger] += 1
-    return any(n > 0 and counts[m] >= n for m, n in limits.items())
+    return {m for m, n in limits.items() if counts[m] >= n}
 
 
 def _released(claim: Claim, now_ms: int) -> Result:

@@ -293,12 +293,10 @@ class SqliteOutbox:
     async def data_version(self) -> int:
         """Return SQLite's data_version: it moves when any other connection commits.
 
-        The reader is another connection than the writer, so this process's own
-        writes move it too. It reads shared memory only, not the file.
+        Asked of the writer, so it moves for other processes' commits only, not
+        for this one's claims and records. It reads shared memory, not the file.
         """
-        rows = await self._reader.execute_fetchall("PRAGMA data_version")
-        version: int = next(iter(rows))[0]
-        return version
+        return await run(self._writer, _data_version)
 
     async def stats(self, now_ms: int) -> OutboxStats:
         """Count deliveries by messenger and status, and what is waiting."""
@@ -351,3 +349,8 @@ def _one_per_key(
                 return queued[:i]
             seen.add(job.idempotency.key)
     return queued
+
+
+def _data_version(conn: sqlite3.Connection) -> int:
+    version: int = conn.execute("PRAGMA data_version").fetchone()[0]
+    return version
