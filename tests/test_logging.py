@@ -152,3 +152,21 @@ def test_configure_json_keeps_order_across_loggers_and_writes_all_before_exit() 
 
     events = [json.loads(line)["event"] for line in done.stderr.splitlines()]
     assert events == ["first", "second", "third", "fourth"]
+
+
+def test_lines_left_by_a_loop_that_stopped_go_out_with_the_next_loops() -> None:
+    file = _Recorder()
+    lines = _Lines(file)  # type: ignore[arg-type]
+    first = asyncio.new_event_loop()
+    first.call_soon(lines.msg, b"left")
+    first.call_soon(first.stop)
+    first.run_forever()  # stops before the flush it scheduled has run
+    first.close()
+
+    async def log_again() -> None:
+        lines.msg(b"next")
+        await asyncio.sleep(0)
+
+    asyncio.run(log_again())
+
+    assert b"".join(file.writes) == b"left\nnext\n"

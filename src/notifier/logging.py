@@ -90,18 +90,21 @@ class _Lines:
     """A structlog logger that writes the lines of one event-loop turn at once.
 
     structlog's BytesLogger writes and flushes each line: one system call per
-    line, about a fifth of the event loop's time when it logs two lines per
-    delivery. On the event loop's thread, this keeps the lines until the loop
-    has run what is ready now (``call_soon``), then writes them with one
-    call; a line from any other thread, or from outside a loop, first writes
-    what waits and then itself. What a SIGKILL can lose is the lines of the
-    turn it interrupts.
+    line, about a fifth of the event loop's time when the dispatcher logged
+    two lines per delivery. On an event loop's thread, this keeps the lines
+    until the loop has run what is ready now (``call_soon``), then writes them
+    with one call; a line from any other thread, or from outside a loop, first
+    writes what waits and then itself. What a SIGKILL can lose is the lines of
+    the turn it interrupts.
     """
 
     def __init__(self, file: BinaryIO) -> None:
         self._file = file
         self._pending: list[bytes] = []
         self._lock = threading.Lock()
+        # The loop a flush is scheduled on; a loop that stopped before running
+        # it must not keep the next loop's lines waiting.
+        self._scheduled: asyncio.AbstractEventLoop | None = None
 
     def msg(self, message: bytes) -> None:
         """Write one rendered line, now or at the end of this loop turn."""
@@ -111,8 +114,10 @@ class _Lines:
             loop = None
         with self._lock:
             self._pending.append(message)
-            if loop is not None and len(self._pending) > 1:
-                return  # a flush is already scheduled
+            if loop is not None:
+                if self._scheduled is loop:
+                    return
+                self._scheduled = loop
         if loop is None:
             self.flush()
         else:
@@ -128,6 +133,7 @@ class _Lines:
     def flush(self) -> None:
         """Write every line that waits."""
         with self._lock:
+            self._scheduled = None
             if not self._pending:
                 return
             self._pending.append(b"")
