@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from notifier.logging import _Lines
+from notifier.logging import _Lines, _LinesHandler
 
 _SCRIPT = """
 import logging, sys, structlog
@@ -170,3 +171,82 @@ def test_lines_left_by_a_loop_that_stopped_go_out_with_the_next_loops() -> None:
     asyncio.run(log_again())
 
     assert b"".join(file.writes) == b"left\nnext\n"
+
+
+def test_lines_go_out_in_writes_of_whole_lines_no_longer_than_a_pipe_takes_whole() -> (
+    None
+):
+    file = _Recorder()
+    lines = _Lines(file)  # type: ignore[arg-type]
+    long = b"x" * 5000
+    for n in range(40):
+        lines._pending.append(b"%03d" % n + b"y" * 196)  # 200 bytes with its \n
+    lines._pending.append(long)
+
+    lines.flush()
+
+    assert b"".join(file.writes) == b"".join(
+        [b"%03d" % n + b"y" * 196 + b"\n" for n in range(40)] + [long + b"\n"]
+    )
+    assert all(w.endswith(b"\n") for w in file.writes)
+    assert [len(w) for w in file.writes[:-1]] == [4000, 4000]  # 20 lines of 200
+    assert file.writes[-1] == long + b"\n"  # alone: no write could keep it whole
+
+
+class _Closed:
+    """A stream whose reader is gone."""
+
+    def write(self, data: bytes) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self) -> None:
+        pass
+
+
+def test_lines_to_a_stream_that_cannot_be_written_are_dropped_quietly() -> None:
+    lines = _Lines(_Closed())  # type: ignore[arg-type]
+
+    lines.msg(b"lost")
+    lines.msg(b"lost too")
+
+    assert lines._pending == []
+
+
+async def test_a_standard_library_record_is_written_at_once_after_waiting_lines() -> (
+    None
+):
+    file = _Recorder()
+    lines = _Lines(file)  # type: ignore[arg-type]
+    handler = _LinesHandler(lines)
+    record = logging.LogRecord("uvicorn.error", logging.INFO, "", 0, "bye", (), None)
+
+    lines.msg(b"queued")
+    handler.emit(record)
+
+    assert b"".join(file.writes) == b"queued\nbye\n"
+
+
+_EXCEPTION_SCRIPT = """
+import logging
+from notifier.logging import configure
+configure("info", "json")
+try:
+    1 / 0
+except ZeroDivisionError:
+    logging.getLogger("asyncio").exception("Exception in callback")
+"""
+
+
+def test_configure_json_writes_a_standard_library_records_traceback() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _EXCEPTION_SCRIPT],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+
+    [line] = [json.loads(line) for line in done.stderr.splitlines()]
+    assert line["event"] == "Exception in callback"
+    assert "ZeroDivisionError: division by zero" in line["exception"]
+    assert "Traceback (most recent call last)" in line["exception"]

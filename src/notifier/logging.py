@@ -53,6 +53,7 @@ def configure(level: str = "info", fmt: Format = "auto") -> None:
             foreign_pre_chain=shared,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
                 text_renderer,
             ],
         )
@@ -130,19 +131,42 @@ class _Lines:
     log = debug = info = warn = warning = msg
     fatal = failure = err = error = critical = exception = msg
 
+    def write_now(self, message: bytes) -> None:
+        """Write what waits and then this line, before returning."""
+        with self._lock:
+            self._pending.append(message)
+        self.flush()
+
     def flush(self) -> None:
-        """Write every line that waits."""
+        """Write every line that waits, whole lines at most PIPE_BUF at a time.
+
+        A write of up to PIPE_BUF bytes to a pipe (Docker's stderr) lands
+        whole, so lines of several processes on one pipe never interleave
+        mid-line. A stream that cannot be written (a reader gone) loses the
+        lines: logging its error would only make more lines that fail.
+        """
         with self._lock:
             self._scheduled = None
-            if not self._pending:
-                return
-            self._pending.append(b"")
-            data = b"\n".join(self._pending)
-            self._pending.clear()
-            self._file.write(data)
-            self._file.flush()
+            lines, self._pending = self._pending, []
+            chunk = bytearray()
+            try:
+                for line in lines:
+                    if chunk and len(chunk) + len(line) + 1 > _PIPE_BUF:
+                        self._write(chunk)
+                        chunk.clear()
+                    chunk += line
+                    chunk += b"\n"
+                if chunk:
+                    self._write(chunk)
+            except (OSError, ValueError):  # ValueError: the file was closed
+                pass
+
+    def _write(self, chunk: bytearray) -> None:
+        self._file.write(bytes(chunk))
+        self._file.flush()
 
 
+_PIPE_BUF = 4096  # POSIX guarantees at least 512; Linux gives 4096
 _writers: dict[int, _Lines] = {}
 
 
@@ -163,9 +187,13 @@ class _LinesHandler(logging.Handler):
         self._lines = lines
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Queue one formatted record as a line."""
+        """Write one formatted record at once, after the lines that wait.
+
+        Not queued: uvicorn's last words come just before it kills its own
+        worker with the signal it caught, and no exit handler runs after that.
+        """
         try:
-            self._lines.msg(self.format(record).encode())
+            self._lines.write_now(self.format(record).encode())
         except Exception:
             self.handleError(record)
 
