@@ -310,3 +310,55 @@ async def test_dispatcher_does_not_claim_for_freed_slots_when_nothing_more_was_d
     await dispatcher.stop(grace_s=1)
 
     assert claims == 1
+
+
+async def test_dispatcher_stop_does_not_release_a_send_that_ended_as_grace_ran_out(
+    outbox: SqliteOutbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three sends end in the very turn stop()'s wait times out; none is released.
+
+    Two end a little earlier, so that their results are being recorded (slowly)
+    while the three end: the three results and any release of theirs would
+    share the next batch.
+    """
+    loop = asyncio.get_running_loop()
+    early: asyncio.Future[None] = loop.create_future()
+    gate: asyncio.Future[None] = loop.create_future()
+    wait = asyncio.wait
+    record = outbox.record
+
+    async def wait_opening_the_gates(
+        tasks: list[asyncio.Task[None]], timeout: float
+    ) -> object:
+        loop.call_later(timeout - 0.02, early.set_result, None)
+        # Scheduled before wait's own timer for the same moment, so it runs first.
+        loop.call_later(timeout, gate.set_result, None)
+        return await wait(tasks, timeout=timeout)
+
+    async def slow_record(*args: object, **kwargs: object) -> object:
+        await asyncio.sleep(0.05)
+        return await record(*args, **kwargs)  # type: ignore[arg-type]
+
+    class GatedSender(FakeSender):
+        async def send(
+            self, delivery_id: str, recipient: str, text: str, attempt: int
+        ) -> None:
+            self.in_flight += 1
+            await (early if recipient in ("user0", "user1") else gate)
+            self.sent.append((delivery_id, attempt))
+
+    monkeypatch.setattr(asyncio, "wait", wait_opening_the_gates)
+    monkeypatch.setattr(outbox, "record", slow_record)
+    sender = GatedSender()
+    dispatcher = make_dispatcher(outbox, {Messenger.VIBER: sender})
+    ids = await accept(outbox, Messenger.VIBER, 5)
+    await dispatcher.start()
+    await wait_until(lambda: sender.in_flight == 5)
+
+    await dispatcher.stop(grace_s=0.1)
+
+    assert len(sender.sent) == 5
+    for delivery_id in ids:
+        attempts = await outbox.list_attempts(delivery_id)
+        assert [a.outcome for a in attempts] == ["sent"]
+        assert (await outbox.get_delivery(delivery_id)).status == "sent"

@@ -404,6 +404,24 @@ async def test_record_applies_the_result_of_the_current_lease(outbox: Outbox) ->
     assert applied == [sent]
 
 
+async def test_record_applies_only_the_first_of_two_results_of_one_lease(
+    outbox: Outbox,
+) -> None:
+    delivery = await accept_one(outbox)
+    claim = await claim_one(outbox)
+    sent = result(claim, DeliveryStatus.SENT, at_ms=NOW_MS + 5)
+    released = result(
+        claim, DeliveryStatus.PENDING, at_ms=NOW_MS + 6, outcome=Outcome.RELEASED
+    )
+
+    applied = await outbox.record([sent, released], NOW_MS + 6)
+
+    assert applied == [sent]
+    assert (await outbox.get_delivery(delivery.id)).status == DeliveryStatus.SENT
+    attempts = await outbox.list_attempts(delivery.id)
+    assert [a.outcome for a in attempts] == [Outcome.SENT]
+
+
 async def test_record_sent_sets_sent_at_and_clears_due(outbox: Outbox) -> None:
     await accept_one(outbox)
     claim = await claim_one(outbox)

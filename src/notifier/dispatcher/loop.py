@@ -93,22 +93,25 @@ class Dispatcher:
             await self._claimer
         if self._active:
             await asyncio.wait(list(self._active), timeout=grace_s)
-        unfinished = dict(self._active)
+        # A send that ended in the turn the grace ran out is still listed, and
+        # has put its own result in: only the sends this cancel stops are
+        # released, or a result 'sent' would be followed by 'released'.
+        unfinished = {t: c for t, (c, _) in self._active.items() if not t.done()}
         for task in unfinished:
             task.cancel()
         await asyncio.gather(*unfinished, return_exceptions=True)
         if self._reaper is not None:
             self._reaper.cancel()
         now_ms = self._now_ms()
-        for claim, _ in unfinished.values():
-            self._results.append(_released(claim, now_ms))
+        released = [c for t, c in unfinished.items() if t.cancelled()]
+        self._results.extend(_released(claim, now_ms) for claim in released)
         self._results_ready.set()
         if self._recorder is not None:
             try:
                 await asyncio.wait_for(self._recorder, timeout=grace_s + 5)
             except TimeoutError:
                 log.error("results_unrecorded", count=len(self._results))
-        log.info("dispatcher_stopped", released=len(unfinished))
+        log.info("dispatcher_stopped", released=len(released))
 
     async def _claim_loop(self) -> None:
         while not self._stopping:
@@ -264,6 +267,8 @@ class Dispatcher:
         log.debug(
             "attempt_finished",
             delivery_id=claim.delivery_id,
+            messenger=claim.messenger.value,
+            attempt=claim.attempt,
             outcome=outcome.value,
             duration_ms=round(duration_s * 1000, 1),
         )

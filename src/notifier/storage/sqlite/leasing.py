@@ -86,11 +86,17 @@ def claim(
 def record(
     db: sqlite3.Connection, results: Sequence[Result], now_ms: int
 ) -> list[Result]:
-    """Apply the results whose lease still holds; in a transaction."""
+    """Apply the results whose lease still holds; in a transaction.
+
+    A lease ends with its first result: a second one for the same lease in
+    the batch is stale, as it would be in a later batch.
+    """
     held = _held_leases(db, [r.delivery_id for r in results])
-    fresh = [
-        r for r in results if held.get(r.delivery_id) == (r.lease_token, r.attempt)
-    ]
+    fresh = []
+    for r in results:
+        if held.get(r.delivery_id) == (r.lease_token, r.attempt):
+            fresh.append(r)
+            del held[r.delivery_id]
     db.executemany(
         _RECORD,
         [
