@@ -440,6 +440,16 @@ def test_server_workers_take_over_when_the_dispatcher_process_dies(
     launcher: Launcher,
 ) -> None:
     server = launcher.start(server_workers=2, dispatcher_poll_interval_s=0.2)
+    # The port answers once one worker is up; a kill before the other has
+    # started would leave it the lock as it starts, not as a standby.
+    wait_for(
+        lambda: (
+            [e.get("event") for e in server.log_events()].count("dispatcher_standby")
+            == 2
+        ),
+        timeout_s=10,
+        what="both workers to stand by",
+    )
     (started,) = [
         e for e in server.log_events() if e.get("event") == "dispatcher_started"
     ]
