@@ -64,7 +64,9 @@ def claim(
     rows = db.execute(claim_sql(list(wanted)), params).fetchall()
     if not rows:
         return []
-    reclaimed = _expire_open_attempts(db, [r[0] for r in rows], now_ms)
+    # Only a delivery claimed before can have an attempt left open by a lease
+    # that ran out; a first attempt (attempts_made now 1) has none to close.
+    reclaimed = _expire_open_attempts(db, [r[0] for r in rows if r[4] > 1], now_ms)
     db.executemany(_OPEN_ATTEMPT, [(r[0], r[4], token, now_ms) for r in rows])
     return [
         Claim(
