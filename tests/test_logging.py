@@ -25,8 +25,13 @@ logging.getLogger("uvicorn.error").warning("Started server process")
 
 
 def _run(level: str, fmt: str) -> list[str]:
+    return _stderr_of(_SCRIPT, level, fmt)
+
+
+def _stderr_of(script: str, *args: str) -> list[str]:
+    """Run ``script`` in a fresh interpreter and return its stderr's lines."""
     done = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, level, fmt],
+        [sys.executable, "-c", script, *args],
         capture_output=True,
         text=True,
         check=True,
@@ -143,15 +148,9 @@ log.info("fourth")
 
 
 def test_configure_json_keeps_order_across_loggers_and_writes_all_before_exit() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", _LOOP_SCRIPT],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
+    lines = _stderr_of(_LOOP_SCRIPT)
 
-    events = [json.loads(line)["event"] for line in done.stderr.splitlines()]
+    events = [json.loads(line)["event"] for line in lines]
     assert events == ["first", "second", "third", "fourth"]
 
 
@@ -238,15 +237,7 @@ except ZeroDivisionError:
 
 
 def test_configure_json_writes_a_standard_library_records_traceback() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", _EXCEPTION_SCRIPT],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-
-    [line] = [json.loads(line) for line in done.stderr.splitlines()]
+    [line] = [json.loads(line) for line in _stderr_of(_EXCEPTION_SCRIPT)]
     assert line["event"] == "Exception in callback"
     assert "ZeroDivisionError: division by zero" in line["exception"]
     assert "Traceback (most recent call last)" in line["exception"]
