@@ -13,7 +13,8 @@ from pathlib import Path
 import aiosqlite
 
 from notifier.domain.models import Messenger
-from notifier.storage.sqlite.rows import run
+from notifier.storage.sqlite.locking import FileLock
+from notifier.storage.sqlite.rows import write
 
 _CREATE_INBOX = """
 CREATE TABLE IF NOT EXISTS inbox (
@@ -116,7 +117,7 @@ class Inbox:
             try:
                 rows = [row for row, _ in batch]
                 async with self._lock:
-                    await run(self._db, partial(_insert_all, rows=rows))
+                    await write(self._db, _NO_FILE_LOCK, partial(_insert, rows=rows))
             except Exception as exc:
                 for _, future in batch:
                     if not future.done():
@@ -198,13 +199,9 @@ class Inbox:
         return [InboxItem(*row) for row in rows]
 
 
-def _insert_all(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:
-    """Insert received texts in one transaction, run whole on the writer's thread."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.executemany(_INSERT, rows)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+# The inbox has one writer per process, and SQLite's own lock between processes.
+_NO_FILE_LOCK = FileLock(None)
+
+
+def _insert(conn: sqlite3.Connection, rows: Sequence[tuple[object, ...]]) -> None:
+    conn.executemany(_INSERT, rows)
