@@ -9,10 +9,12 @@ import json
 import math
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sqlite3
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,6 +29,7 @@ from notifier.config import CONFIG_ENV, Config, Resolved, resolve
 from notifier.domain.errors import ConfigError, Conflict, NotFound
 from notifier.domain.keys import ApiKey, Scope, check_name, new_key
 from notifier.logging import configure
+from notifier.metrics import MULTIPROCESS_DIR_ENV
 
 if TYPE_CHECKING:
     from notifier.storage.sqlite import SqliteOutbox
@@ -237,6 +240,10 @@ def _serve_workers(
         os.environ[CONFIG_ENV] = str(Path(path).resolve())
     # Each process reads its config again; --workers must reach it too.
     os.environ["NOTIFIER_SERVER_WORKERS"] = str(workers)
+    # Every process's metrics go to files here, so that a scrape of any worker
+    # shows them all, the dispatcher's included; a fresh directory per run.
+    metrics_dir = tempfile.mkdtemp(prefix="notifier-metrics-")
+    os.environ[MULTIPROCESS_DIR_ENV] = metrics_dir
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: None)
     dispatcher = _start_dispatcher(config)
@@ -250,6 +257,7 @@ def _serve_workers(
         dispatcher.join(config.dispatcher.shutdown_grace_s + 10)
         if dispatcher.is_alive():
             dispatcher.kill()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Prometheus metrics of notifier, in the process-wide default registry.
+"""Prometheus metrics of notifier: the process's default registry, or under
+``serve --workers N`` files that every process writes and any scrape adds up.
 
 Labels are bounded: messenger, outcome and state, and for HTTP the method,
 route template and status; never a recipient or an id.
@@ -6,9 +7,18 @@ route template and status; never a recipient or an id.
 
 from __future__ import annotations
 
+import os
 from typing import TypeVar
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from prometheus_client.metrics import MetricWrapperBase
 
 from notifier.domain.models import Messenger
@@ -50,14 +60,18 @@ ACCEPT_TO_SENT_SECONDS = Histogram(
     ["messenger"],
     buckets=_WAIT_BUCKETS,
 )
+# Set from a count of the database at each scrape: under serve --workers N the
+# scraped worker's count is the one to show (multiprocess_mode applies only there).
 PENDING = Gauge(
     "notifier_deliveries_pending",
     "Pending deliveries: due now, or scheduled later.",
     ["messenger", "state"],
+    multiprocess_mode="mostrecent",
 )
 OLDEST_DUE_AGE = Gauge(
     "notifier_oldest_due_age_seconds",
     "How long the oldest due delivery has waited; 0 when none is due.",
+    multiprocess_mode="mostrecent",
 )
 
 _HTTP_LABELS = ["method", "path", "status_code"]
@@ -93,6 +107,21 @@ def child(metric: M, *labels: str) -> M:
     if found is None:
         found = _children[key] = metric.labels(*labels)
     return found  # type: ignore[return-value]
+
+
+# Under serve --workers N every process writes its metrics to files in this
+# directory (prometheus_client's multiprocess mode), and a scrape of any worker
+# adds them all up; without it each process would show only its own.
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def exposition() -> bytes:
+    """Return every metric in Prometheus text format, of every process."""
+    if not os.environ.get(MULTIPROCESS_DIR_ENV):
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
 
 
 def observe_outbox(stats: OutboxStats, now_ms: int) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sqlite3
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 if TYPE_CHECKING:
     from conftest import Launcher
@@ -434,6 +436,41 @@ def test_server_two_workers_send_each_delivery_once(launcher: Launcher) -> None:
     assert events.count("dispatcher_standby") == 2
     assert events.count("dispatcher_stopped") == 1
     assert exit_status == 0
+
+
+def test_server_workers_metrics_add_up_every_process(launcher: Launcher) -> None:
+    """A scrape of either worker counts the dispatcher process's sends too."""
+    metrics_dirs = set(Path(tempfile.gettempdir()).glob("notifier-metrics-*"))
+    server = launcher.start(server_workers=2)
+    recipients = [("viber", f"metrics-{n}") for n in range(12)]
+    with server.client() as client:
+        answer = post_message(client, "Counted", recipients)
+        ids = [d["id"] for d in answer["deliveries"]]
+        wait_for(lambda: all_final(client, ids), timeout_s=15, what="every send")
+        # Fresh connections, so that both workers answer some of the scrapes.
+        scrapes = [
+            metric_sums(httpx.get(f"{server.base_url}/metrics", timeout=5).text)
+            for _ in range(6)
+        ]
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(timeout_s=15) == 0
+
+    for sums in scrapes:
+        assert sums["notifier_deliveries_accepted_total"] == len(ids)
+        assert sums["notifier_attempts_total"] == len(ids)
+        assert sums["notifier_deliveries_finished_total"] == len(ids)
+        assert sums["notifier_http_requests_total"] >= 1
+    # The run's directory of metric files is gone with it.
+    assert set(Path(tempfile.gettempdir()).glob("notifier-metrics-*")) == metrics_dirs
+
+
+def metric_sums(text: str) -> dict[str, float]:
+    """Return each sample name of a Prometheus text page with its values summed."""
+    sums: Counter[str] = Counter()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            sums[sample.name] += sample.value
+    return dict(sums)
 
 
 def test_server_workers_take_over_when_the_dispatcher_process_dies(

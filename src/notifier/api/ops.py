@@ -8,7 +8,6 @@ from litestar.datastructures import State
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
-from prometheus_client import generate_latest
 
 from notifier import metrics
 from notifier.services import Services
@@ -89,4 +88,4 @@ async def scrape(state: State) -> Response[bytes]:
     services: Services = state.services
     now_ms = services.now_ms()
     metrics.observe_outbox(await services.outbox.stats(now_ms), now_ms)
-    return Response(generate_latest(), media_type=_EXPOSITION)
+    return Response(metrics.exposition(), media_type=_EXPOSITION)
