@@ -56,6 +56,14 @@ async def inbox(tmp_path: Path) -> AsyncIterator[Inbox]:
 
 
 @pytest.fixture
+async def other_inbox(inbox: Inbox, tmp_path: Path) -> AsyncIterator[Inbox]:
+    """A second connection to the same inbox file, as another worker has."""
+    other = await Inbox.open(tmp_path / "inbox.db")
+    yield other
+    await other.close()
+
+
+@pytest.fixture
 def sleep() -> RecordingSleep:
     """A sleep that only records."""
     return RecordingSleep()
@@ -384,23 +392,17 @@ def test_emulator_settings_accepts_decimal_rates_summing_to_one() -> None:
 
 
 async def test_shared_settings_reach_an_emulator_on_another_inbox_connection(
-    tmp_path: Path, sleep: RecordingSleep
+    inbox: Inbox, other_inbox: Inbox, sleep: RecordingSleep
 ) -> None:
     """Two workers: each opens the inbox file; a PUT on one reaches the other."""
-    here = await Inbox.open(tmp_path / "inbox.db")
-    there = await Inbox.open(tmp_path / "inbox.db")
-    ours = emulator(here, sleep, latency_ms=20)
-    theirs = {Messenger.WHATSAPP: emulator(there, sleep, latency_ms=20)}
+    ours = emulator(inbox, sleep, latency_ms=20)
+    theirs = {Messenger.WHATSAPP: emulator(other_inbox, sleep, latency_ms=20)}
 
     await change_settings(ours, {"latency_ms": 1500})
-    await load_shared_settings(there, theirs)
+    await load_shared_settings(other_inbox, theirs)
 
-    try:
-        assert ours.settings.latency_ms == 1500
-        assert theirs[Messenger.WHATSAPP].settings.latency_ms == 1500
-    finally:
-        await here.close()
-        await there.close()
+    assert ours.settings.latency_ms == 1500
+    assert theirs[Messenger.WHATSAPP].settings.latency_ms == 1500
 
 
 async def test_shared_settings_follow_changes_until_cancelled(
@@ -434,13 +436,11 @@ async def test_inbox_forget_settings_leaves_the_configured_ones(
 
 
 async def test_change_settings_keeps_what_the_change_does_not_name(
-    tmp_path: Path, sleep: RecordingSleep
+    inbox: Inbox, other_inbox: Inbox, sleep: RecordingSleep
 ) -> None:
     """Two workers change two fields at once: both changes stay."""
-    here = await Inbox.open(tmp_path / "inbox.db")
-    there = await Inbox.open(tmp_path / "inbox.db")
-    ours = emulator(here, sleep, latency_ms=35, retry_after_s=4.0)
-    theirs = emulator(there, sleep, latency_ms=35, retry_after_s=4.0)
+    ours = emulator(inbox, sleep, latency_ms=35, retry_after_s=4.0)
+    theirs = emulator(other_inbox, sleep, latency_ms=35, retry_after_s=4.0)
 
     await asyncio.gather(
         change_settings(ours, {"transient_error_rate": 0.3}),
@@ -448,16 +448,12 @@ async def test_change_settings_keeps_what_the_change_does_not_name(
     )
     final = await change_settings(ours, {})
 
-    try:
-        assert final == EmulatorSettings(
-            latency_ms=35,
-            transient_error_rate=0.3,
-            rate_limit_rate=0.1,
-            retry_after_s=4.0,
-        )
-    finally:
-        await here.close()
-        await there.close()
+    assert final == EmulatorSettings(
+        latency_ms=35,
+        transient_error_rate=0.3,
+        rate_limit_rate=0.1,
+        retry_after_s=4.0,
+    )
 
 
 async def test_change_settings_that_break_a_rule_save_nothing(
