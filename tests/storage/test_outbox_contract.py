@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import closing
 from pathlib import Path
 
@@ -26,7 +26,9 @@ from notifier.domain.models import (
 )
 from notifier.domain.recipients import normalise
 from notifier.storage.base import IdempotencyClaim, Outbox
-from notifier.storage.sqlite import SqliteOutbox
+from notifier.storage.sqlite import SqliteOutbox, accepting
+from notifier.storage.sqlite.accepting import Job, accept_batch
+from notifier.storage.sqlite.locking import FileLock
 
 EVERY_MESSENGER = {m: 100 for m in Messenger}
 
@@ -686,6 +688,39 @@ async def test_sqlite_write_cancelled_while_waiting_for_the_lock_leaves_no_trace
         await outbox.close()
 
     assert not accepted.deliveries[0].duplicate
+
+
+async def test_sqlite_accepts_queued_while_another_process_writes_share_one_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch is taken once the lock is held, not before waiting for it."""
+    path = tmp_path / "outbox.db"
+    outbox = await SqliteOutbox.open(path, synchronous="normal")
+    batches: list[int] = []
+
+    def counted(db: sqlite3.Connection, jobs: Sequence[Job]) -> list[object]:
+        batches.append(len(jobs))
+        return [*accept_batch(db, jobs)]
+
+    monkeypatch.setattr(accepting, "accept_batch", counted)
+    other = FileLock(f"{path}-lock")  # another process's turn to write
+    other.__enter__()
+    first = asyncio.create_task(outbox.accept(message(ALICE_TG)))
+    await asyncio.sleep(0.1)  # its commit is on the writer's thread, waiting
+    later = [asyncio.create_task(outbox.accept(message(r))) for r in (BOB_WA, CAROL_VB)]
+    await asyncio.sleep(0)
+    other.__exit__(None, None, None)
+
+    try:
+        answers = await asyncio.gather(first, *later)
+    finally:
+        other.close()
+        await outbox.close()
+
+    assert batches == [3]
+    assert [a.deliveries[0].delivery.recipient for a in answers] == [
+        r.id for r in (ALICE_TG, BOB_WA, CAROL_VB)
+    ]
 
 
 async def test_data_version_moves_for_another_outboxs_commit_not_its_own(

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 
 import aiosqlite
 
-from notifier.domain.errors import Conflict, NotFound
+from notifier.domain.errors import Conflict, IdempotencyMismatch, NotFound
 from notifier.domain.models import (
     AcceptedDelivery,
     Attempt,
@@ -45,6 +46,9 @@ from notifier.storage.sqlite.rows import (
     write,
 )
 
+# One accept waiting for a group commit, and where its answer goes.
+_Queued = tuple[accepting.Job, asyncio.Future[Accepted]]
+
 
 class SqliteOutbox:
     """The outbox on one SQLite file: one writer connection, one reader connection.
@@ -64,7 +68,7 @@ class SqliteOutbox:
         self._reader = reader
         self._lock = lock or FileLock(None)
         self.keys = SqliteKeyStore(writer, reader, self._lock)
-        self._queued: list[tuple[accepting.Job, asyncio.Future[Accepted]]] = []
+        self._queued: deque[_Queued] = deque()
         self._committer: asyncio.Task[None] | None = None
 
     @classmethod
@@ -113,18 +117,16 @@ class SqliteOutbox:
 
     async def _commit_queued(self) -> None:
         while self._queued:
-            batch = _one_per_key(self._queued[:_GROUP_MAX])
-            del self._queued[: len(batch)]
-            jobs = [job for job, _ in batch]
+            taken: list[_Queued] = []
             answers: list[Accepted | Exception]
             try:
                 answers = [
-                    *await self._write(partial(accepting.accept_batch, jobs=jobs))
+                    *await self._write(partial(_accept_queued, self._queued, taken))
                 ]
             except Exception:
                 # One bad job must not sink its neighbours: each goes alone.
-                answers = [await self._accept_alone(job) for job in jobs]
-            for (_, future), answer in zip(batch, answers, strict=True):
+                answers = [await self._accept_alone(job) for job, _ in taken]
+            for (_, future), answer in zip(taken, answers, strict=True):
                 if future.cancelled():
                     continue
                 if isinstance(answer, Exception):
@@ -334,21 +336,26 @@ class SqliteOutbox:
 _GROUP_MAX = 256
 
 
-def _one_per_key(
-    queued: list[tuple[accepting.Job, asyncio.Future[Accepted]]],
-) -> list[tuple[accepting.Job, asyncio.Future[Accepted]]]:
-    """Return the queue's head, stopping before a second use of one key.
+def _accept_queued(
+    queued: deque[_Queued], taken: list[_Queued], conn: sqlite3.Connection
+) -> list[Accepted | IdempotencyMismatch]:
+    """Take the accepts queued by now and store them, on the writer's thread.
 
-    A repeated Idempotency-Key must see the first one's answer, so it waits
-    for a later transaction.
+    The write lock is held already, so under ``serve --workers N`` the batch
+    also holds what arrived while another process had the lock. A repeated
+    Idempotency-Key must see the first one's answer, so it waits for a later
+    transaction. The event loop only appends to ``queued`` and this is its only
+    taker, one at a time, so peeking at the head and popping it is safe.
     """
-    seen: set[str] = set()
-    for i, (job, _) in enumerate(queued):
+    keys: set[str] = set()
+    while queued and len(taken) < _GROUP_MAX:
+        job = queued[0][0]
         if job.idempotency is not None:
-            if job.idempotency.key in seen:
-                return queued[:i]
-            seen.add(job.idempotency.key)
-    return queued
+            if job.idempotency.key in keys:
+                break
+            keys.add(job.idempotency.key)
+        taken.append(queued.popleft())
+    return accepting.accept_batch(conn, [job for job, _ in taken])
 
 
 def _data_version(conn: sqlite3.Connection) -> int:
