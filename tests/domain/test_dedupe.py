@@ -84,3 +84,17 @@ def test_dedupe_key_differs_by_text(
     keys = {key(messenger, recipient_id, one), key(messenger, recipient_id, other)}
 
     assert len(keys) == 2
+
+
+@given(texts, st.lists(st.tuples(messengers, recipient_ids), min_size=2, max_size=20))
+def test_dedupe_keys_of_one_text_share_a_prefix_and_sort_together(
+    text: str, recipients: list[tuple[Messenger, str]]
+) -> None:
+    """One message's keys sit side by side in the index, not scattered over it."""
+    mine = [key(m, r, text) for m, r in recipients]
+    others = [key(m, r, text + "!") for m, r in recipients]
+
+    assert {len(k) for k in mine} == {32}
+    assert len({k[:16] for k in mine}) == 1
+    ordered = sorted(mine + others)
+    assert set(ordered[: len(mine)]) in (set(mine), set(others))

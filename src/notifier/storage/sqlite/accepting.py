@@ -19,6 +19,7 @@ from notifier.domain.models import (
     Recipient,
 )
 from notifier.storage.base import Accepted, IdempotencyClaim
+from notifier.storage.sqlite import migrating
 from notifier.storage.sqlite.rows import deliveries_by_id, select_in
 
 _INSERT_DELIVERY = """
@@ -141,20 +142,33 @@ def _insert_messages(
         "INSERT INTO messages (id, text, created_at_ms) VALUES (?, ?, ?)",
         [(m.id, m.text, m.created_at_ms) for m in messages],
     )
+    digests = [text_digest(m.text) for m in messages]
     keys = [
         [dedupe_key(r, digest) for r in m.recipients]
-        for m, digest in ((m, text_digest(m.text)) for m in messages)
+        for m, digest in zip(messages, digests, strict=True)
     ]
+    if migrating.has_legacy_dedupe(db):
+        migrating.adopt_legacy_dedupe(
+            db,
+            [
+                (k, r, digest)
+                for m, digest, ks in zip(messages, digests, keys, strict=True)
+                for r, k in zip(m.recipients, ks, strict=True)
+            ],
+        )
     proposed = [[new_id(m.created_at_ms) for _ in m.recipients] for m in messages]
-    db.executemany(
-        _INSERT_DEDUPE,
-        [
-            (k, p, m.created_at_ms)
-            for m, ks, ps in zip(messages, keys, proposed, strict=True)
-            for k, p in zip(ks, ps, strict=True)
-        ],
-    )
-    owners = _owners(db, [k for ks in keys for k in ks])
+    claims = [
+        (k, p, m.created_at_ms)
+        for m, ks, ps in zip(messages, keys, proposed, strict=True)
+        for k, p in zip(ks, ps, strict=True)
+    ]
+    before = db.total_changes
+    db.executemany(_INSERT_DEDUPE, claims)
+    if db.total_changes - before == len(claims):
+        # Every key was free, so each is held by the delivery proposed for it.
+        owners = {k: _Owner(p, None, None) for k, p, _ in claims}
+    else:
+        owners = _owners(db, [k for ks in keys for k in ks])
     made = {
         p: _new_delivery(p, m, r)
         for m, ks, ps in zip(messages, keys, proposed, strict=True)

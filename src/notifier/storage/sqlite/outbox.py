@@ -32,7 +32,7 @@ from notifier.storage.base import (
     StoredMessage,
 )
 from notifier.storage.schema import DDL
-from notifier.storage.sqlite import accepting, leasing, upkeep
+from notifier.storage.sqlite import accepting, leasing, migrating, upkeep
 from notifier.storage.sqlite.keys import SqliteKeyStore
 from notifier.storage.sqlite.locking import FileLock
 from notifier.storage.sqlite.rows import (
@@ -79,11 +79,18 @@ class SqliteOutbox:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         writer = await connect(path, synchronous)
-        for statement in DDL:
-            await writer.execute(statement)
-        reader = await connect(path, synchronous)
-        lock_path = None if str(path) == ":memory:" else f"{path}-lock"
-        return cls(writer, reader, FileLock(lock_path))
+        lock = FileLock(None if str(path) == ":memory:" else f"{path}-lock")
+        try:
+            await write(writer, lock, migrating.migrate)
+            for statement in DDL:
+                await writer.execute(statement)
+            reader = await connect(path, synchronous)
+        except BaseException:
+            # An open connection's thread would keep the process from exiting.
+            await writer.close()
+            lock.close()
+            raise
+        return cls(writer, reader, lock)
 
     async def close(self) -> None:
         """Finish queued accepts, then close both connections."""

@@ -32,9 +32,14 @@ async def connect(
 ) -> aiosqlite.Connection:
     """Open a connection in autocommit mode; transactions are begun explicitly."""
     db = await aiosqlite.connect(str(path), isolation_level=None)
-    for pragma in PRAGMAS:
-        await db.execute(pragma)
-    await db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+    try:
+        for pragma in PRAGMAS:
+            await db.execute(pragma)
+        await db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+    except BaseException:
+        # Its thread would keep the process from exiting ("file is not a database").
+        await db.close()
+        raise
     return db
 
 

@@ -6,10 +6,11 @@ import sqlite3
 
 import aiosqlite
 
-from notifier.domain.dedupe import dedupe_key, text_digest
+from notifier.domain.dedupe import dedupe_key, legacy_dedupe_key, text_digest
 from notifier.domain.ids import id_floor
 from notifier.domain.models import DeliveryStatus, Messenger, Recipient
 from notifier.storage.base import OutboxStats, Pruned
+from notifier.storage.sqlite import migrating
 from notifier.storage.sqlite.rows import chunks, marks
 
 _FINISHED = """
@@ -19,7 +20,7 @@ WHERE d.due_at_ms IS NULL AND d.updated_at_ms < ?
 LIMIT ?"""
 
 _TOMBSTONE = """
-UPDATE dedupe SET final_status = ?, final_send_at_ms = ?
+UPDATE {table} SET final_status = ?, final_send_at_ms = ?
 WHERE key = ? AND delivery_id = ?"""
 
 _ORPHAN_MESSAGES = """
@@ -77,18 +78,23 @@ def prune(
     """
     rows = db.execute(_FINISHED, (finished_before_ms, limit)).fetchall()
     ids = [r[0] for r in rows]
-    db.executemany(
-        _TOMBSTONE,
-        [
-            (
-                status,
-                send_at_ms,
-                dedupe_key(Recipient(Messenger(m), rcpt), text_digest(text)),
-                i,
-            )
-            for i, m, rcpt, status, send_at_ms, text in rows
-        ],
-    )
+    legacy = migrating.has_legacy_dedupe(db)
+    keyings = [(dedupe_key, "dedupe")]
+    if legacy:
+        keyings.append((legacy_dedupe_key, migrating.LEGACY_DEDUPE))
+    for key, table in keyings:
+        db.executemany(
+            _TOMBSTONE.format(table=table),
+            [
+                (
+                    status,
+                    send_at_ms,
+                    key(Recipient(Messenger(m), rcpt), text_digest(text)),
+                    i,
+                )
+                for i, m, rcpt, status, send_at_ms, text in rows
+            ],
+        )
     for chunk in chunks(ids):
         where = f"IN ({marks(len(chunk))})"
         db.execute(f"DELETE FROM attempts WHERE delivery_id {where}", chunk)
@@ -104,13 +110,16 @@ def prune(
         )
     dedupe = 0
     if dedupe_before_ms is not None:
-        dedupe = _delete_oldest(
-            db,
-            "dedupe",
-            "final_status IS NOT NULL AND created_at_ms < ?",
-            dedupe_before_ms,
-            limit,
-        )
+        for _, table in keyings:
+            dedupe += _delete_oldest(
+                db,
+                table,
+                "final_status IS NOT NULL AND created_at_ms < ?",
+                dedupe_before_ms,
+                limit,
+            )
+    if legacy:
+        migrating.drop_legacy_dedupe_if_empty(db)
     keys = _delete_oldest(
         db, "idempotency_keys", "created_at_ms < ?", idempotency_before_ms, limit
     )
