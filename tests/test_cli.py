@@ -390,3 +390,26 @@ def test_stats_fails_without_a_database(
     assert code == 1
     assert "no database" in capsys.readouterr().err
     assert not (tmp_path / "notifier.db").exists()
+
+
+def test_stats_exits_4_for_a_file_that_is_not_a_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "notifier.db").write_bytes(b"not a database, " * 512)
+
+    code = main(["stats"])
+
+    assert code == 4
+    assert "cannot use the database: file is not a database" in capsys.readouterr().err
+
+
+def test_stats_exits_4_for_a_database_from_a_newer_notifier(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with closing(sqlite3.connect(tmp_path / "notifier.db")) as db:
+        db.execute("PRAGMA user_version = 99")
+
+    code = main(["stats"])
+
+    assert code == 4
+    assert "schema version 99" in capsys.readouterr().err

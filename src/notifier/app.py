@@ -43,7 +43,11 @@ async def start_services(
 ) -> Services:
     """Open the outbox and inbox, build the emulators and start the dispatcher."""
     outbox = await SqliteOutbox.open(config.database.path, config.database.synchronous)
-    inbox = await Inbox.open(config.emulator.inbox_path)
+    try:
+        inbox = await Inbox.open(config.emulator.inbox_path)
+    except BaseException:
+        await outbox.close()
+        raise
     emulators = {
         m: EmulatedMessenger(m, getattr(config.emulator, m.value), inbox, clock=clock)
         for m in Messenger

@@ -26,7 +26,7 @@ import uvicorn
 
 from notifier import __version__
 from notifier.config import CONFIG_ENV, Config, Resolved, resolve
-from notifier.domain.errors import ConfigError, Conflict, NotFound
+from notifier.domain.errors import ConfigError, Conflict, NotFound, StoreError
 from notifier.domain.keys import ApiKey, Scope, check_name, new_key
 from notifier.logging import configure
 from notifier.metrics import MULTIPROCESS_DIR_ENV
@@ -162,13 +162,21 @@ def _run(args: argparse.Namespace) -> int:
         "stats": lambda _, r: stats(r.config),
         "keys": keys,
     }
-    return commands[args.command](args, resolved)
+    try:
+        return commands[args.command](args, resolved)
+    except (StoreError, sqlite3.DatabaseError) as exc:
+        print(f"notifier: cannot use the database: {exc}", file=sys.stderr)
+        return 4
 
 
 def serve(config: Config, path: str | None = None, workers: int | None = None) -> int:
     """Serve until stopped; the dispatcher drains on shutdown."""
     from notifier.app import create_app
 
+    # A file that is not a database, or one from a newer notifier, stops the
+    # start here with a plain message, before any worker tries it. This also
+    # brings an older file's schema up to date, once, in this process.
+    asyncio.run(_check_files(config))
     if config.is_production and not asyncio.run(_has_active_key(config)):
         print(
             "notifier: production mode needs at least one API key; create one with\n"
@@ -398,6 +406,19 @@ async def _open(config: Config) -> SqliteOutbox:
     from notifier.storage.sqlite import SqliteOutbox
 
     return await SqliteOutbox.open(config.database.path, config.database.synchronous)
+
+
+async def _check_files(config: Config) -> None:
+    """Open and close the outbox and the inbox; raise what stops either."""
+    from notifier.messengers.inbox import Inbox
+
+    path = config.database.path
+    try:
+        await (await _open(config)).close()
+        path = config.emulator.inbox_path
+        await (await Inbox.open(path)).close()
+    except (StoreError, sqlite3.DatabaseError) as exc:
+        raise StoreError(f"{path}: {exc}") from exc
 
 
 async def _has_active_key(config: Config) -> bool:

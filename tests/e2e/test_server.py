@@ -411,6 +411,19 @@ def test_server_bad_config_stops_startup(launcher: Launcher, tmp_path: Path) -> 
     assert not (tmp_path / "outbox.db").exists()
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_server_start_on_a_file_that_is_not_a_database_exits_4_naming_it(
+    launcher: Launcher, tmp_path: Path, workers: int
+) -> None:
+    """Before, the failed start left a database thread that kept serve alive."""
+    (tmp_path / "outbox.db").write_bytes(b"not a database, " * 512)
+
+    finished = launcher.run_once(timeout_s=30, server_workers=workers)
+
+    assert finished.returncode == 4
+    assert f"{tmp_path / 'outbox.db'}: file is not a database" in finished.stderr
+
+
 def test_server_two_workers_send_each_delivery_once(launcher: Launcher) -> None:
     """Two workers share the port and the outbox beside a dispatcher process."""
     server = launcher.start(server_workers=2, **latency(20))

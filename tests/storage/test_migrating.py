@@ -10,7 +10,7 @@ import pytest
 
 from builders import ALICE_TG, BOB_WA, DAY_MS, LEASE_MS, NOW_MS, message, result
 from notifier.domain.dedupe import dedupe_key, legacy_dedupe_key, text_digest
-from notifier.domain.errors import NotifierError
+from notifier.domain.errors import StoreError
 from notifier.domain.models import Delivery, DeliveryStatus, Recipient
 from notifier.storage.sqlite import SqliteOutbox
 from notifier.storage.sqlite.migrating import LEGACY_DEDUPE, SCHEMA_VERSION
@@ -198,7 +198,7 @@ async def test_a_database_from_a_newer_notifier_is_refused(tmp_path: Path) -> No
     with closing(sqlite3.connect(path)) as db:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
 
-    with pytest.raises(NotifierError, match="newer notifier"):
+    with pytest.raises(StoreError, match="newer notifier"):
         await _open(path)
 
     assert _version(path) == SCHEMA_VERSION + 1

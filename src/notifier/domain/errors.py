@@ -55,3 +55,7 @@ class IdempotencyMismatch(NotifierError):
 
 class ConfigError(NotifierError):
     """Raised when the config file or an environment override is invalid."""
+
+
+class StoreError(NotifierError):
+    """Raised when a database file cannot be used, such as one from a newer notifier."""

@@ -75,15 +75,20 @@ class Inbox:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         db = await aiosqlite.connect(str(path), isolation_level=None)
-        for statement in (
-            "PRAGMA journal_mode = WAL",
-            "PRAGMA synchronous = FULL",
-            "PRAGMA busy_timeout = 10000",
-            _CREATE_INBOX,
-            _CREATE_RECIPIENT_INDEX,
-            _CREATE_SETTINGS,
-        ):
-            await db.execute(statement)
+        try:
+            for statement in (
+                "PRAGMA journal_mode = WAL",
+                "PRAGMA synchronous = FULL",
+                "PRAGMA busy_timeout = 10000",
+                _CREATE_INBOX,
+                _CREATE_RECIPIENT_INDEX,
+                _CREATE_SETTINGS,
+            ):
+                await db.execute(statement)
+        except BaseException:
+            # Its thread would keep the process from exiting.
+            await db.close()
+            raise
         return cls(db)
 
     async def close(self) -> None:

@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from notifier.domain.dedupe import legacy_dedupe_key
-from notifier.domain.errors import NotifierError
+from notifier.domain.errors import StoreError
 from notifier.domain.models import Recipient
 from notifier.storage.sqlite.rows import chunks, marks, select_in
 
@@ -27,7 +27,7 @@ def migrate(db: sqlite3.Connection) -> None:
     """
     version: int = db.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
-        raise NotifierError(
+        raise StoreError(
             f"the database has schema version {version}, and this notifier knows "
             f"versions up to {SCHEMA_VERSION}: run the newer notifier that wrote it"
         )
