@@ -81,9 +81,7 @@ class SqliteOutbox:
         writer = await connect(path, synchronous)
         lock = FileLock(None if str(path) == ":memory:" else f"{path}-lock")
         try:
-            await write(writer, lock, migrating.migrate)
-            for statement in DDL:
-                await writer.execute(statement)
+            await write(writer, lock, _prepare_schema)
             reader = await connect(path, synchronous)
         except BaseException:
             # An open connection's thread would keep the process from exiting.
@@ -341,6 +339,13 @@ class SqliteOutbox:
 
 
 _GROUP_MAX = 256
+
+
+def _prepare_schema(conn: sqlite3.Connection) -> None:
+    """Bring an older schema up to date, then create what is missing: all or nothing."""
+    migrating.migrate(conn)
+    for statement in DDL:
+        conn.execute(statement)
 
 
 def _accept_queued(
