@@ -723,6 +723,31 @@ async def test_sqlite_accepts_queued_while_another_process_writes_share_one_comm
     ]
 
 
+async def test_sqlite_accepts_get_the_error_of_a_write_that_fails_before_it_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Such as the lock file failing: the queue must not wait on it forever."""
+    outbox = await SqliteOutbox.open(tmp_path / "outbox.db", synchronous="normal")
+
+    def broken(self: FileLock) -> None:
+        raise OSError("the lock file is gone")
+
+    monkeypatch.setattr(FileLock, "__enter__", broken)
+    try:
+        answers = await asyncio.wait_for(
+            asyncio.gather(
+                *(outbox.accept(message(r)) for r in (ALICE_TG, BOB_WA, CAROL_VB)),
+                return_exceptions=True,
+            ),
+            timeout=10,
+        )
+    finally:
+        monkeypatch.undo()
+        await outbox.close()
+
+    assert [str(a) for a in answers] == ["the lock file is gone"] * 3
+
+
 async def test_data_version_moves_for_another_outboxs_commit_not_its_own(
     open_outbox: Callable[[Path], Awaitable[Outbox]], tmp_path: Path
 ) -> None:

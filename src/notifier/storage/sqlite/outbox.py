@@ -129,6 +129,8 @@ class SqliteOutbox:
                     *await self._write(partial(_accept_queued, self._queued, taken))
                 ]
             except Exception:
+                if not taken:  # it failed before taking any: these get its error
+                    _take(self._queued, taken)
                 # One bad job must not sink its neighbours: each goes alone.
                 answers = [await self._accept_alone(job) for job, _ in taken]
             for (_, future), answer in zip(taken, answers, strict=True):
@@ -354,10 +356,19 @@ def _accept_queued(
     """Take the accepts queued by now and store them, on the writer's thread.
 
     The write lock is held already, so under ``serve --workers N`` the batch
-    also holds what arrived while another process had the lock. A repeated
-    Idempotency-Key must see the first one's answer, so it waits for a later
-    transaction. The event loop only appends to ``queued`` and this is its only
-    taker, one at a time, so peeking at the head and popping it is safe.
+    also holds what arrived while another process had the lock.
+    """
+    _take(queued, taken)
+    return accepting.accept_batch(conn, [job for job, _ in taken])
+
+
+def _take(queued: deque[_Queued], taken: list[_Queued]) -> None:
+    """Move the queue's head to ``taken``, stopping before a second use of one key.
+
+    A repeated Idempotency-Key must see the first one's answer, so it waits
+    for a later transaction. The event loop only appends to ``queued`` and
+    there is one taker at a time, so peeking at the head and popping it is safe
+    from the writer's thread.
     """
     keys: set[str] = set()
     while queued and len(taken) < _GROUP_MAX:
@@ -367,7 +378,6 @@ def _accept_queued(
                 break
             keys.add(job.idempotency.key)
         taken.append(queued.popleft())
-    return accepting.accept_batch(conn, [job for job, _ in taken])
 
 
 def _data_version(conn: sqlite3.Connection) -> int:
