@@ -400,7 +400,8 @@ def test_stats_exits_4_for_a_file_that_is_not_a_database(
     code = main(["stats"])
 
     assert code == 4
-    assert "cannot use the database: file is not a database" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "cannot use the database: notifier.db: file is not a database" in err
 
 
 def test_stats_exits_4_for_a_database_from_a_newer_notifier(
@@ -413,3 +414,38 @@ def test_stats_exits_4_for_a_database_from_a_newer_notifier(
 
     assert code == 4
     assert "schema version 99" in capsys.readouterr().err
+
+
+def test_stats_exits_4_when_the_lock_file_cannot_be_opened(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before, the failed open left a database thread that kept the process alive."""
+    asyncio.run(_make_outbox(tmp_path / "notifier.db"))
+    (tmp_path / "notifier.db-lock").unlink()
+    (tmp_path / "notifier.db-lock").mkdir()
+
+    code = main(["stats"])
+
+    assert code == 4
+    assert "notifier.db-lock" in capsys.readouterr().err
+
+
+def test_stats_leaves_a_file_of_an_older_notifier_as_it_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """That notifier may still be serving it; only serve upgrades."""
+    path = tmp_path / "notifier.db"
+    asyncio.run(_make_outbox(path))
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA user_version = 0")
+
+    code = main(["stats"])
+
+    with closing(sqlite3.connect(path)) as db:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["totals"]["pending"] == 2
+    assert version == 0
+    assert "dedupe" in tables
+    assert "dedupe_v0" not in tables

@@ -402,22 +402,28 @@ def _describe(key: ApiKey) -> str:
     )
 
 
-async def _open(config: Config) -> SqliteOutbox:
+async def _open(config: Config, *, upgrade: bool = False) -> SqliteOutbox:
+    """Open the outbox; only serve upgrades an older file (see migrating)."""
     from notifier.storage.sqlite import SqliteOutbox
 
-    return await SqliteOutbox.open(config.database.path, config.database.synchronous)
+    path = config.database.path
+    try:
+        return await SqliteOutbox.open(
+            path, config.database.synchronous, upgrade=upgrade
+        )
+    except (StoreError, sqlite3.DatabaseError, OSError) as exc:
+        raise StoreError(f"{path}: {exc}") from exc
 
 
 async def _check_files(config: Config) -> None:
     """Open and close the outbox and the inbox; raise what stops either."""
     from notifier.messengers.inbox import Inbox
 
-    path = config.database.path
+    await (await _open(config, upgrade=True)).close()
+    path = config.emulator.inbox_path
     try:
-        await (await _open(config)).close()
-        path = config.emulator.inbox_path
         await (await Inbox.open(path)).close()
-    except (StoreError, sqlite3.DatabaseError) as exc:
+    except (sqlite3.DatabaseError, OSError) as exc:
         raise StoreError(f"{path}: {exc}") from exc
 
 

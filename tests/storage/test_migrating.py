@@ -202,3 +202,12 @@ async def test_a_database_from_a_newer_notifier_is_refused(tmp_path: Path) -> No
         await _open(path)
 
     assert _version(path) == SCHEMA_VERSION + 1
+
+
+async def test_a_new_file_opened_without_upgrading_starts_at_the_current_version(
+    tmp_path: Path,
+) -> None:
+    outbox = await SqliteOutbox.open(tmp_path / "o.db", upgrade=False)
+    await outbox.close()
+
+    assert _version(tmp_path / "o.db") == SCHEMA_VERSION

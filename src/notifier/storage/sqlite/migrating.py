@@ -20,10 +20,13 @@ SCHEMA_VERSION = 1
 LEGACY_DEDUPE = "dedupe_v0"
 
 
-def migrate(db: sqlite3.Connection) -> None:
+def migrate(db: sqlite3.Connection, *, upgrade: bool = True) -> None:
     """Bring the schema to SCHEMA_VERSION, in the caller's write transaction.
 
-    Runs before the idempotent DDL, which then creates what is missing.
+    Runs before the idempotent DDL, which then creates what is missing. A new
+    file is marked current. Without ``upgrade`` an older file stays as it is:
+    ``stats`` and ``keys`` may run while the older notifier still serves it,
+    which would go on writing old keys into a renamed table.
     """
     version: int = db.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
@@ -31,6 +34,8 @@ def migrate(db: sqlite3.Connection) -> None:
             f"the database has schema version {version}, and this notifier knows "
             f"versions up to {SCHEMA_VERSION}: run the newer notifier that wrote it"
         )
+    if version == SCHEMA_VERSION or (not upgrade and _has_table(db, "deliveries")):
+        return
     if version < 1 and _has_table(db, "dedupe"):
         if db.execute("SELECT EXISTS (SELECT 1 FROM dedupe)").fetchone()[0]:
             db.execute(f"ALTER TABLE dedupe RENAME TO {LEGACY_DEDUPE}")
@@ -42,8 +47,7 @@ def migrate(db: sqlite3.Connection) -> None:
             )
         else:
             db.execute("DROP TABLE dedupe")
-    if version < SCHEMA_VERSION:
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def has_legacy_dedupe(db: sqlite3.Connection) -> bool:

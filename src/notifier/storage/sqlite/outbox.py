@@ -73,15 +73,24 @@ class SqliteOutbox:
 
     @classmethod
     async def open(
-        cls, path: str | os.PathLike[str], synchronous: Synchronous = "full"
+        cls,
+        path: str | os.PathLike[str],
+        synchronous: Synchronous = "full",
+        *,
+        upgrade: bool = True,
     ) -> SqliteOutbox:
-        """Open (creating if needed) the database at ``path`` and its schema."""
+        """Open (creating if needed) the database at ``path`` and its schema.
+
+        Without ``upgrade``, a file from an older notifier is used as it is
+        (see migrating.migrate), for tools that may run beside that notifier.
+        """
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         writer = await connect(path, synchronous)
-        lock = FileLock(None if str(path) == ":memory:" else f"{path}-lock")
+        lock = FileLock(None)
         try:
-            await write(writer, lock, _prepare_schema)
+            lock = FileLock(None if str(path) == ":memory:" else f"{path}-lock")
+            await write(writer, lock, partial(_prepare_schema, upgrade=upgrade))
             reader = await connect(path, synchronous)
         except BaseException:
             # An open connection's thread would keep the process from exiting.
@@ -343,9 +352,9 @@ class SqliteOutbox:
 _GROUP_MAX = 256
 
 
-def _prepare_schema(conn: sqlite3.Connection) -> None:
+def _prepare_schema(conn: sqlite3.Connection, *, upgrade: bool) -> None:
     """Bring an older schema up to date, then create what is missing: all or nothing."""
-    migrating.migrate(conn)
+    migrating.migrate(conn, upgrade=upgrade)
     for statement in DDL:
         conn.execute(statement)
 
