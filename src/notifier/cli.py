@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import json
 import math
 import multiprocessing
@@ -416,15 +417,53 @@ async def _open(config: Config, *, upgrade: bool = False) -> SqliteOutbox:
 
 
 async def _check_files(config: Config) -> None:
-    """Open and close the outbox and the inbox; raise what stops either."""
-    from notifier.messengers.inbox import Inbox
+    """Open and close the outbox and the inbox; raise what stops either.
 
-    await (await _open(config, upgrade=True)).close()
+    An outbox of an older notifier is brought up to date, unless a process
+    holds its dispatch lock: that one may be the older notifier, which would
+    go on writing the old dedupe keys into the upgraded file.
+    """
+    from notifier.dispatcher.role import lock_path_for
+    from notifier.messengers.inbox import Inbox
+    from notifier.storage.sqlite.migrating import SCHEMA_VERSION
+
+    path = config.database.path
+    await (await _open(config)).close()
+    if path != ":memory:" and _schema_version(path) < SCHEMA_VERSION:
+        if _held_elsewhere(lock_path_for(path)):
+            raise StoreError(
+                f"{path}: an older notifier made this file and a process still "
+                "serves it; stop that one, then start this one to upgrade the file"
+            )
+        await (await _open(config, upgrade=True)).close()
     path = config.emulator.inbox_path
     try:
         await (await Inbox.open(path)).close()
     except (sqlite3.DatabaseError, OSError) as exc:
         raise StoreError(f"{path}: {exc}") from exc
+
+
+def _schema_version(path: str) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        version: int = db.execute("PRAGMA user_version").fetchone()[0]
+    return version
+
+
+def _held_elsewhere(lock_path: str | None) -> bool:
+    """Whether another process holds this flock(2) lock file now."""
+    if lock_path is None or not Path(lock_path).exists():
+        return False
+    try:
+        fd = os.open(lock_path, os.O_RDONLY)
+    except OSError as exc:
+        raise StoreError(f"{lock_path}: {exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # which also lets go of the lock, if taken
+    return False
 
 
 async def _has_active_key(config: Config) -> bool:

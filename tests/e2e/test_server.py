@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import signal
 import sqlite3
@@ -422,6 +423,38 @@ def test_server_start_on_a_file_that_is_not_a_database_exits_4_naming_it(
 
     assert finished.returncode == 4
     assert f"{tmp_path / 'outbox.db'}: file is not a database" in finished.stderr
+
+
+def test_server_upgrades_an_older_file_only_once_nothing_else_serves_it(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    """An older notifier still serving would write old dedupe keys into it."""
+    outbox = tmp_path / "outbox.db"
+    first = launcher.start()
+    with first.client() as client:
+        post_message(client, "made before the upgrade", [("telegram", "1001")])
+    first.signal(signal.SIGTERM)
+    first.wait_exit(timeout_s=15)
+    with closing(sqlite3.connect(outbox)) as db:
+        db.execute("PRAGMA user_version = 0")  # as the older notifier left it
+    holder = os.open(f"{outbox}-dispatch", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # as its dispatching process would
+
+    try:
+        refused = launcher.run_once(timeout_s=30)
+    finally:
+        os.close(holder)
+    with closing(sqlite3.connect(outbox)) as db:
+        untouched = db.execute("PRAGMA user_version").fetchone()[0]
+    second = launcher.restart(first)
+    with closing(sqlite3.connect(outbox)) as db:
+        upgraded = db.execute("PRAGMA user_version").fetchone()[0]
+
+    assert refused.returncode == 4
+    assert "a process still serves it" in refused.stderr
+    assert untouched == 0
+    assert upgraded == 1
+    assert second.process.poll() is None
 
 
 def test_server_two_workers_send_each_delivery_once(launcher: Launcher) -> None:
