@@ -8,6 +8,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,9 @@ from notifier.domain.models import (
 )
 from notifier.domain.recipients import normalise
 from notifier.storage.base import IdempotencyClaim, Outbox
-from notifier.storage.sqlite import SqliteOutbox, accepting
+from notifier.storage.schema import PRAGMAS
+from notifier.storage.sqlite import SqliteOutbox, accepting, rows
+from notifier.storage.sqlite import outbox as outbox_module
 from notifier.storage.sqlite.accepting import Job, accept_batch
 from notifier.storage.sqlite.locking import FileLock
 
@@ -746,6 +749,38 @@ async def test_sqlite_accepts_get_the_error_of_a_write_that_fails_before_it_star
         await outbox.close()
 
     assert [str(a) for a in answers] == ["the lock file is gone"] * 3
+
+
+async def test_sqlite_accepts_queued_behind_a_locked_file_all_fail_after_one_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not one busy_timeout after another: the lock is the file's, not a job's."""
+    monkeypatch.setattr(rows, "PRAGMAS", (*PRAGMAS, "PRAGMA busy_timeout = 100"))
+    path = tmp_path / "outbox.db"
+    outbox = await SqliteOutbox.open(path, synchronous="normal")
+    writes = 0
+    real_write = outbox_module.write
+
+    async def counted(*args: Any) -> Any:
+        nonlocal writes
+        writes += 1
+        return await real_write(*args)
+
+    monkeypatch.setattr(outbox_module, "write", counted)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # an outside program holds the write lock
+    recipients = [Recipient(Messenger.TELEGRAM, str(1000 + i)) for i in range(6)]
+    try:
+        answers = await asyncio.gather(
+            *(outbox.accept(message(r)) for r in recipients), return_exceptions=True
+        )
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        await outbox.close()
+
+    assert all(isinstance(a, sqlite3.OperationalError) for a in answers)
+    assert writes == 1
 
 
 async def test_data_version_moves_for_another_outboxs_commit_not_its_own(

@@ -137,11 +137,16 @@ class SqliteOutbox:
                 answers = [
                     *await self._write(partial(_accept_queued, self._queued, taken))
                 ]
-            except Exception:
-                if not taken:  # it failed before taking any: these get its error
+            except Exception as exc:
+                if taken:
+                    # One bad job must not sink its neighbours: each goes alone.
+                    answers = [await self._accept_alone(job) for job, _ in taken]
+                else:
+                    # It failed before taking any (BEGIN found the file locked
+                    # past busy_timeout, say): the file's error, not a job's, so
+                    # the jobs queued by now get it at once, not one wait each.
                     _take(self._queued, taken)
-                # One bad job must not sink its neighbours: each goes alone.
-                answers = [await self._accept_alone(job) for job, _ in taken]
+                    answers = [exc] * len(taken)
             for (_, future), answer in zip(taken, answers, strict=True):
                 if future.cancelled():
                     continue
