@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import fcntl
 import json
+import logging
 import math
 import multiprocessing
 import os
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 _SECRET_WORDS = ("secret", "password", "token")
 # How long serve --workers N waits for its dispatcher to take the lock.
 _DISPATCHER_START_S = 15.0
+# uvicorn's exit code when the server cannot start (the port taken, say).
+_STARTUP_FAILED = 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -256,6 +259,11 @@ def _serve_workers(
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: None)
     dispatcher = _start_dispatcher(config)
+    # In this process the only uvicorn code is its supervisor of the workers,
+    # and it logs an error only when it gives up (uvicorn >= 0.50 stops when a
+    # restarted worker fails to start); it returns as it does after SIGTERM.
+    gave_up = _ErrorCount()
+    logging.getLogger("uvicorn.error").addHandler(gave_up)
     try:
         app = "notifier.app:create_app_from_env"
         uvicorn.run(app, factory=True, workers=workers, **settings)
@@ -267,7 +275,18 @@ def _serve_workers(
         if dispatcher.is_alive():
             dispatcher.kill()
         shutil.rmtree(metrics_dir, ignore_errors=True)
-    return 0
+    return _STARTUP_FAILED if gave_up.count else 0
+
+
+class _ErrorCount(logging.Handler):
+    """Counts the error records that reach it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
 
 
 def _start_dispatcher(config: Config) -> multiprocessing.process.BaseProcess:

@@ -555,6 +555,31 @@ def test_server_workers_take_over_when_the_dispatcher_process_dies(
     assert statuses == dict.fromkeys(ids, "sent")
 
 
+def test_server_workers_exit_3_when_a_restarted_worker_cannot_start(
+    launcher: Launcher, tmp_path: Path
+) -> None:
+    """uvicorn then stops them all; serve used to exit 0 as after SIGTERM."""
+    server = launcher.start(server_workers=2)
+    wait_for(
+        lambda: (
+            [e.get("event") for e in server.log_events()].count("dispatcher_standby")
+            == 2
+        ),
+        timeout_s=10,
+        what="both workers to stand by",
+    )
+    worker = next(
+        e["pid"] for e in server.log_events() if e.get("event") == "dispatcher_standby"
+    )
+    lock = tmp_path / "outbox.db-lock"
+    lock.unlink()
+    lock.mkdir()  # the replacement worker cannot open its write lock
+
+    os.kill(worker, signal.SIGKILL)
+
+    assert server.wait_exit(timeout_s=30) == 3
+
+
 def test_server_emulator_changes_reach_every_worker_until_restart(
     launcher: Launcher,
 ) -> None:
