@@ -300,6 +300,18 @@ def test_backup_refuses_an_existing_target(
     assert target.read_bytes() == b"precious"
 
 
+def test_backup_says_why_when_the_target_folder_cannot_be_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asyncio.run(_make_outbox(tmp_path / "notifier.db"))
+    (tmp_path / "backups").write_text("a file, not a folder")
+
+    code = main(["backup", str(tmp_path / "backups" / "copy.db")])
+
+    assert code == 1
+    assert "notifier: could not copy" in capsys.readouterr().err
+
+
 def test_backup_fails_without_a_database(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

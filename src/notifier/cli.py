@@ -334,13 +334,13 @@ def backup(args: argparse.Namespace, resolved: Resolved) -> int:
             print(f"notifier: {target!r} exists; choose a new path.", file=sys.stderr)
             return 1
     for source, target in pairs:
-        Path(target).parent.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         try:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
             with contextlib.closing(sqlite3.connect(source)) as db:
                 db.execute("PRAGMA busy_timeout = 10000")
                 db.execute("VACUUM INTO ?", (target,))
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             print(
                 f"notifier: could not copy {source!r} to {target!r}: {exc}.",
                 file=sys.stderr,
