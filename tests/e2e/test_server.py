@@ -21,7 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 if TYPE_CHECKING:
-    from conftest import Launcher
+    from conftest import Launcher, Server
 
 pytestmark = pytest.mark.e2e
 
@@ -65,6 +65,22 @@ def wait_for(check: Callable[[], T], *, timeout_s: float, what: str) -> T:
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout_s:g} s waiting for {what}")
         time.sleep(POLL_S)
+
+
+def wait_for_standbys(server: Server, workers: int) -> None:
+    """Wait until every worker stands by beside the dispatching process.
+
+    The port answers once one worker is up; a kill before the others have
+    started would leave one of them the lock as it starts, not as a standby.
+    """
+    wait_for(
+        lambda: (
+            [e.get("event") for e in server.log_events()].count("dispatcher_standby")
+            == workers
+        ),
+        timeout_s=10,
+        what="every worker to stand by",
+    )
 
 
 def post_message(
@@ -523,16 +539,7 @@ def test_server_workers_take_over_when_the_dispatcher_process_dies(
     launcher: Launcher,
 ) -> None:
     server = launcher.start(server_workers=2, dispatcher_poll_interval_s=0.2)
-    # The port answers once one worker is up; a kill before the other has
-    # started would leave it the lock as it starts, not as a standby.
-    wait_for(
-        lambda: (
-            [e.get("event") for e in server.log_events()].count("dispatcher_standby")
-            == 2
-        ),
-        timeout_s=10,
-        what="both workers to stand by",
-    )
+    wait_for_standbys(server, 2)
     (started,) = [
         e for e in server.log_events() if e.get("event") == "dispatcher_started"
     ]
@@ -560,14 +567,7 @@ def test_server_workers_exit_3_when_a_restarted_worker_cannot_start(
 ) -> None:
     """uvicorn then stops them all; serve used to exit 0 as after SIGTERM."""
     server = launcher.start(server_workers=2)
-    wait_for(
-        lambda: (
-            [e.get("event") for e in server.log_events()].count("dispatcher_standby")
-            == 2
-        ),
-        timeout_s=10,
-        what="both workers to stand by",
-    )
+    wait_for_standbys(server, 2)
     worker = next(
         e["pid"] for e in server.log_events() if e.get("event") == "dispatcher_standby"
     )
