@@ -18,7 +18,7 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -427,12 +427,10 @@ async def _open(config: Config, *, upgrade: bool = False) -> SqliteOutbox:
     from notifier.storage.sqlite import SqliteOutbox
 
     path = config.database.path
-    try:
+    with _naming(path):
         return await SqliteOutbox.open(
             path, config.database.synchronous, upgrade=upgrade
         )
-    except (StoreError, sqlite3.DatabaseError, OSError) as exc:
-        raise StoreError(f"{path}: {exc}") from exc
 
 
 async def _check_files(config: Config) -> None:
@@ -455,10 +453,16 @@ async def _check_files(config: Config) -> None:
                 "serves it; stop that one, then start this one to upgrade the file"
             )
         await (await _open(config, upgrade=True)).close()
-    path = config.emulator.inbox_path
+    with _naming(config.emulator.inbox_path):
+        await (await Inbox.open(config.emulator.inbox_path)).close()
+
+
+@contextlib.contextmanager
+def _naming(path: str) -> Iterator[None]:
+    """Turn what stops a file from being used into a StoreError that names it."""
     try:
-        await (await Inbox.open(path)).close()
-    except (sqlite3.DatabaseError, OSError) as exc:
+        yield
+    except (StoreError, sqlite3.DatabaseError, OSError) as exc:
         raise StoreError(f"{path}: {exc}") from exc
 
 
@@ -472,10 +476,8 @@ def _held_elsewhere(lock_path: str | None) -> bool:
     """Whether another process holds this flock(2) lock file now."""
     if lock_path is None or not Path(lock_path).exists():
         return False
-    try:
+    with _naming(lock_path):
         fd = os.open(lock_path, os.O_RDONLY)
-    except OSError as exc:
-        raise StoreError(f"{lock_path}: {exc}") from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
